@@ -1,0 +1,223 @@
+"""One frozen, typed configuration, read from the environment and CLI flags once.
+
+Names follow the original system (``STREAM_*``, ``OPENAI_*``); units are in the
+field names. :func:`load` validates everything up front so that a bad setting
+is one clear line naming it, never a failure deep inside a session.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+from voicetrio.protocol import Limits
+
+EngineSet = Literal["fake", "real"]
+
+
+class ConfigError(ValueError):
+    """A setting that is missing, malformed or out of range."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"invalid setting {setting}: {problem}")
+        self.setting = setting
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    # server
+    host: str = "127.0.0.1"
+    port: int = 8000
+    engines: EngineSet = "fake"
+    lean: bool = False
+    shutdown_grace_s: float = 5.0
+
+    # audio in
+    max_frame_bytes: int = 192_000
+    max_text_bytes: int = 4096
+    pcm_chunk_size: int = 5120
+
+    # endpointing and ASR
+    model_whisper: str = "tiny.en"
+    vad_silence_ms: int = 700
+    partial_interval_ms: int = 500
+    max_utterance_ms: int = 30_000
+    vad_energy_threshold: int = 500
+    decode_concurrency: int = 1
+
+    # reply
+    barge_in: bool = True
+    memory_max_turns: int = 8
+    memory_max_chars: int = 4000
+
+    # LLM
+    openai_base_url: str = ""
+    openai_api_key: str = field(default="", repr=False)
+    openai_model: str = "gpt-3.5-turbo"
+    openai_max_tokens: int = 150
+    openai_temperature: float = 0.7
+    llm_timeout_s: float = 30.0
+    llm_gap_timeout_s: float = 4.0
+
+    # TTS
+    tts_engine: str = "pyttsx3"
+    tts_max_phrase_length: int = 60
+    tts_phrase_gap_ms: int = 700
+    tts_timeout_s: float = 10.0
+    max_pending_phrases: int = 5
+
+    # outbound
+    backpressure_threshold: int = 50
+    backpressure_hard_bytes: int = 8 * 1024 * 1024
+
+    # logs and metrics
+    log_latency: bool = True
+    log_level: str = "INFO"
+
+    # deterministic engines
+    fake_asr_ms: int = 20
+    fake_llm_first_token_ms: int = 50
+    fake_llm_token_ms: int = 20
+    fake_llm_mode: Literal["normal", "hang", "fail"] = "normal"
+    fake_tts_ms: int = 10
+
+    @property
+    def llm_first_token_timeout_s(self) -> float:
+        return min(5.0, self.llm_timeout_s / 2)
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(
+            max_text_bytes=self.max_text_bytes,
+            max_frame_bytes=self.max_frame_bytes,
+            min_sample_rate=16000,
+            max_sample_rate=16000,
+        )
+
+    def public_dict(self) -> dict[str, Any]:
+        """Every setting except secrets, for ``/api/stream_config``."""
+        out = dataclasses.asdict(self)
+        for name in SECRET_FIELDS:
+            out.pop(name)
+        out["llm_first_token_timeout_s"] = self.llm_first_token_timeout_s
+        out["enabled"] = True
+        return out
+
+    def replace(self, **changes: Any) -> Config:
+        """A validated copy with some fields changed (CLI flags, tests)."""
+        return validate(dataclasses.replace(self, **changes))
+
+
+SECRET_FIELDS: Final = ("openai_api_key",)
+
+# Environment names that differ from STREAM_<FIELD>.
+_ENV_NAMES: Final = {
+    "openai_base_url": "OPENAI_BASE_URL",
+    "openai_api_key": "OPENAI_API_KEY",
+    "openai_model": "OPENAI_MODEL",
+    "openai_max_tokens": "OPENAI_MAX_TOKENS",
+    "openai_temperature": "OPENAI_TEMPERATURE",
+}
+
+# (low, high) inclusive, for numeric settings.
+_BOUNDS: Final[dict[str, tuple[float, float]]] = {
+    "port": (0, 65535),
+    "shutdown_grace_s": (0, 300),
+    "max_frame_bytes": (640, 16 * 1024 * 1024),
+    "max_text_bytes": (256, 1024 * 1024),
+    "pcm_chunk_size": (160, 192_000),
+    "vad_silence_ms": (300, 2000),
+    "partial_interval_ms": (250, 3000),
+    "max_utterance_ms": (1000, 120_000),
+    "vad_energy_threshold": (1, 32767),
+    "decode_concurrency": (1, 64),
+    "memory_max_turns": (0, 1000),
+    "memory_max_chars": (0, 1_000_000),
+    "openai_max_tokens": (1, 32768),
+    "openai_temperature": (0.0, 2.0),
+    "llm_timeout_s": (1, 600),
+    "llm_gap_timeout_s": (0.5, 600),
+    "tts_max_phrase_length": (10, 1000),
+    "tts_phrase_gap_ms": (50, 10_000),
+    "tts_timeout_s": (0.5, 600),
+    "max_pending_phrases": (1, 1000),
+    "backpressure_threshold": (1, 100_000),
+    "backpressure_hard_bytes": (64 * 1024, 1024 * 1024 * 1024),
+    "fake_asr_ms": (0, 60_000),
+    "fake_llm_first_token_ms": (0, 600_000),
+    "fake_llm_token_ms": (0, 60_000),
+    "fake_tts_ms": (0, 60_000),
+}
+
+_CHOICES: Final[dict[str, tuple[str, ...]]] = {
+    "engines": ("fake", "real"),
+    "fake_llm_mode": ("normal", "hang", "fail"),
+    "log_level": ("DEBUG", "INFO", "WARNING", "ERROR"),
+}
+
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off", ""})
+
+
+def env_name(field_name: str) -> str:
+    return _ENV_NAMES.get(field_name, "STREAM_" + field_name.upper())
+
+
+def from_env(environ: Mapping[str, str], **overrides: Any) -> Config:
+    """Read every known variable from ``environ``, apply overrides, validate."""
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(Config):
+        name = env_name(f.name)
+        if name in environ:
+            values[f.name] = _convert(name, environ[name], type(getattr(Config(), f.name)))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        config = Config(**values)
+    except TypeError as exc:  # an override with an unknown name is a programming error
+        raise ConfigError("overrides", str(exc)) from None
+    return validate(config)
+
+
+def _convert(name: str, raw: str, kind: type) -> Any:
+    text = raw.strip()
+    if kind is bool:
+        low = text.lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise ConfigError(name, f"expected true or false, got {raw!r}")
+    if kind is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(name, f"expected an integer, got {raw!r}") from None
+    if kind is float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ConfigError(name, f"expected a number, got {raw!r}") from None
+        if not math.isfinite(value):
+            raise ConfigError(name, f"expected a finite number, got {raw!r}")
+        return value
+    return text
+
+
+def validate(config: Config) -> Config:
+    for key, (lo, hi) in _BOUNDS.items():
+        value = getattr(config, key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(env_name(key), f"expected a number, got {value!r}")
+        if not lo <= value <= hi:
+            raise ConfigError(env_name(key), f"{value} is outside {lo:g}..{hi:g}")
+    for key, choices in _CHOICES.items():
+        if getattr(config, key) not in choices:
+            raise ConfigError(
+                env_name(key), f"{getattr(config, key)!r} is not one of {', '.join(choices)}"
+            )
+    if config.openai_base_url and not config.openai_base_url.startswith(("http://", "https://")):
+        raise ConfigError("OPENAI_BASE_URL", "must start with http:// or https://")
+    return config

@@ -1,0 +1,1 @@
+"""Engines behind typing.Protocols: VAD, ASR, LLM, TTS (see base.py)."""

@@ -1,0 +1,150 @@
+"""The four engine interfaces a session talks to, and the errors they raise.
+
+A session knows engines only through these ``typing.Protocol``s. Engines are
+async at the edge: an engine whose work is blocking (Whisper, espeak) runs it
+in ``trio.to_thread.run_sync`` under a ``CapacityLimiter`` it shares with every
+session, so the session never blocks the event loop and cancelling a turn
+only abandons a result, never a half-updated model.
+
+Error tree::
+
+    EngineError            (code says which protocol error the session sends)
+     +-- AsrError          ASR_FAIL
+     +-- LlmError          LLM_FAIL
+     +-- TtsError          TTS_FAIL
+     +-- ModelLoadError    MODEL_LOAD_FAIL (fatal for the session)
+"""
+
+from __future__ import annotations
+
+import io
+import wave
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Literal, Protocol, TypedDict
+
+from voicetrio.protocol import ErrorCode
+
+#: The rate every engine sees: the session resamples client audio to it.
+ENGINE_SAMPLE_RATE = 16000
+#: The VAD frame; webrtcvad accepts 10, 20 or 30 ms.
+VAD_FRAME_MS = 30
+
+
+class EngineError(Exception):
+    code: ErrorCode = ErrorCode.INTERNAL
+
+
+class AsrError(EngineError):
+    code = ErrorCode.ASR_FAIL
+
+
+class LlmError(EngineError):
+    code = ErrorCode.LLM_FAIL
+
+
+class TtsError(EngineError):
+    code = ErrorCode.TTS_FAIL
+
+
+class ModelLoadError(EngineError):
+    code = ErrorCode.MODEL_LOAD_FAIL
+
+
+class VadEngine(Protocol):
+    """Per-session voice activity detector (may keep state between frames)."""
+
+    def is_speech(self, frame: bytes) -> bool:
+        """``frame`` is exactly VAD_FRAME_MS of 16 kHz 16-bit mono PCM."""
+        ...
+
+
+VadFactory = Callable[[], VadEngine]
+
+
+class AsrEngine(Protocol):
+    async def transcribe(self, pcm: bytes, *, final: bool) -> str:
+        """Text of ``pcm`` (16 kHz 16-bit mono). ``final`` marks the last decode
+        of an utterance, which may be slower and more careful. Raises AsrError."""
+        ...
+
+
+class ChatMessage(TypedDict):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class LlmEngine(Protocol):
+    def stream(
+        self, messages: Sequence[ChatMessage]
+    ) -> AbstractAsyncContextManager[AsyncIterator[str]]:
+        """Open a streamed reply; iterate for text deltas. Leaving the context
+        (normally, on error or on cancellation) closes the stream at once.
+        Raises LlmError on entry or while iterating."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechAudio:
+    """Mono 16-bit little-endian PCM and its rate."""
+
+    pcm: bytes
+    sample_rate: int
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.pcm) / 2 / self.sample_rate
+
+    def wav(self) -> bytes:
+        buf = io.BytesIO()
+        with wave.open(buf, "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(self.sample_rate)
+            w.writeframes(self.pcm)
+        return buf.getvalue()
+
+
+class TtsEngine(Protocol):
+    async def synthesize(self, text: str) -> SpeechAudio:
+        """Speech for one phrase. Raises TtsError."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Engines:
+    """What a session needs: one of each, shared by all sessions but the VAD."""
+
+    name: str
+    vad: VadFactory
+    asr: AsrEngine
+    llm: LlmEngine
+    tts: TtsEngine
+
+    def readiness(self) -> dict[str, bool]:
+        return {
+            stage: bool(getattr(engine, "ready", True))
+            for stage, engine in (("asr", self.asr), ("llm", self.llm), ("tts", self.tts))
+        }
+
+
+EngineName = Literal["fake", "real"]
+__all__ = [
+    "ENGINE_SAMPLE_RATE",
+    "VAD_FRAME_MS",
+    "AsrEngine",
+    "AsrError",
+    "ChatMessage",
+    "EngineError",
+    "EngineName",
+    "Engines",
+    "LlmEngine",
+    "LlmError",
+    "ModelLoadError",
+    "SpeechAudio",
+    "TtsEngine",
+    "TtsError",
+    "VadEngine",
+    "VadFactory",
+]
