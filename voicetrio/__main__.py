@@ -1,0 +1,5 @@
+import sys
+
+from voicetrio.cli import main
+
+sys.exit(main())

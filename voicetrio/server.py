@@ -1,0 +1,211 @@
+"""The HTTP and WebSocket front: Quart-Trio routes on Hypercorn's Trio worker.
+
+It knows routes, static files and the process lifecycle; sessions know the
+rest. :class:`Hub` owns every live session, so that shutdown can tell each of
+them, give turns a grace period, and close them with 1001 before Hypercorn
+stops. :func:`serve` fits ``nursery.start`` and reports the bound port, which
+is how the tests run a real server on port 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import trio
+from hypercorn.config import Config as HyperConfig
+from hypercorn.trio import serve as hypercorn_serve
+from quart import Response, jsonify, send_from_directory, websocket
+from quart_trio import QuartTrio
+
+from voicetrio import __version__, protocol
+from voicetrio.config import Config
+from voicetrio.engines.base import Engines
+from voicetrio.engines.registry import build_engines
+from voicetrio.logs import log_event
+from voicetrio.outbound import Frame
+from voicetrio.protocol import CloseCode
+from voicetrio.session import Session, TransportClosed
+
+
+def public_dir() -> Path:
+    override = os.environ.get("STREAM_PUBLIC_DIR")
+    if override:
+        return Path(override).resolve()
+    return (Path(__file__).resolve().parent.parent / "public").resolve()
+
+
+class Hub:
+    """Every live session of this process, and the shutdown sequence."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.sessions: set[Session] = set()
+        self.draining = False
+        self.engines: Engines | None = None
+        self.sessions_total = 0
+
+    @property
+    def ready(self) -> bool:
+        return (
+            not self.draining
+            and self.engines is not None
+            and all(self.engines.readiness().values())
+        )
+
+    async def run_session(self, session: Session) -> None:
+        if self.draining or self.engines is None:
+            await session.transport.send(
+                protocol.encode(protocol.info("server is shutting down", event="shutdown"))
+            )
+            await session.transport.close(CloseCode.GOING_AWAY, "server shutdown")
+            return
+        self.sessions.add(session)
+        self.sessions_total += 1
+        try:
+            await session.run()
+        finally:
+            self.sessions.discard(session)
+
+    async def shutdown(self, grace_s: float) -> None:
+        self.draining = True
+        deadline = trio.current_time() + grace_s
+        log_event(None, "shutdown", sessions=len(self.sessions), grace_s=grace_s)
+        async with trio.open_nursery() as nursery:
+            for session in list(self.sessions):
+                nursery.start_soon(session.shutdown, deadline)
+        log_event(None, "shutdown_done")
+
+
+class QuartTransport:
+    """Adapts Quart's websocket to the session's Transport protocol."""
+
+    def __init__(self, ws: Any) -> None:
+        self._ws = ws
+
+    async def receive(self) -> Frame:
+        data: Frame | None = await self._ws.receive()
+        # Quart maps an empty binary frame to None.
+        return b"" if data is None else data
+
+    async def send(self, data: Frame) -> None:
+        try:
+            await self._ws.send(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise TransportClosed(str(exc)) from exc
+
+    async def close(self, code: int, reason: str = "") -> None:
+        try:
+            await self._ws.close(code, reason)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise TransportClosed(str(exc)) from exc
+
+
+def create_app(config: Config, hub: Hub) -> QuartTrio:
+    app = QuartTrio(__name__, static_folder=None)
+    static_root = public_dir()
+
+    @app.before_serving
+    async def load_engines() -> None:
+        hub.engines = await build_engines(config)
+        log_event(None, "engines_ready", engines=hub.engines.name, lean=config.lean)
+
+    @app.get("/health")
+    async def health() -> tuple[Response, int]:
+        body = {
+            "status": "draining" if hub.draining else ("ok" if hub.ready else "starting"),
+            "version": __version__,
+            "mode": "lean" if config.lean else "full",
+            "sessions": len(hub.sessions),
+            "sessions_total": hub.sessions_total,
+            "engines": {
+                "set": hub.engines.name if hub.engines else config.engines,
+                "ready": hub.engines.readiness() if hub.engines else {},
+            },
+        }
+        return jsonify(body), 200 if hub.ready else 503
+
+    @app.get("/api/stream_config")
+    async def stream_config() -> Response:
+        return jsonify(config.public_dict())
+
+    @app.get("/")
+    async def index() -> Response:
+        return await send_from_directory(static_root, "index.html")
+
+    @app.get("/static/<path:filename>")
+    async def static_file(filename: str) -> Response:
+        # send_from_directory refuses any path that leaves static_root (404).
+        return await send_from_directory(static_root, filename)
+
+    async def ws_handler() -> None:
+        await websocket.accept()
+        ws: Any = websocket
+        session = Session(QuartTransport(ws._get_current_object()), config, _engines(hub))
+        await hub.run_session(session)
+
+    app.websocket("/ws")(ws_handler)
+    app.websocket("/ws2", endpoint="ws2")(ws_handler)
+    return app
+
+
+def _engines(hub: Hub) -> Engines:
+    if hub.engines is None:
+        raise RuntimeError("engines not loaded")
+    return hub.engines
+
+
+def hypercorn_config(config: Config) -> HyperConfig:
+    hc = HyperConfig()
+    hc.bind = [f"{config.host}:{config.port}"]
+    hc.accesslog = None
+    hc.errorlog = logging.getLogger("hypercorn.error")
+    hc.graceful_timeout = 2.0
+    # Leave room above our own limit so an oversized frame gets our clear
+    # BAD_MESSAGE rather than Hypercorn's bare close 1009.
+    hc.websocket_max_message_size = 4 * max(config.max_frame_bytes, config.max_text_bytes)
+    return hc
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    """What :func:`serve` reports once it listens."""
+
+    port: int
+    hub: Hub
+    shutdown: trio.Event
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+
+async def serve(
+    config: Config,
+    *,
+    shutdown: trio.Event | None = None,
+    task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until ``shutdown`` is set; then drain the sessions and return.
+
+    Reports a :class:`Running` (bound port, hub) through ``task_status``.
+    """
+    hub = Hub(config)
+    app = create_app(config, hub)
+    stop = shutdown or trio.Event()
+
+    async def trigger() -> None:
+        await stop.wait()
+        await hub.shutdown(config.shutdown_grace_s)
+
+    async with trio.open_nursery() as nursery:
+        binds: list[str] = await nursery.start(
+            partial(hypercorn_serve, app, hypercorn_config(config), shutdown_trigger=trigger)
+        )
+        port = int(binds[0].rsplit(":", 1)[1])
+        log_event(None, "listening", url=f"http://{config.host}:{port}", engines=config.engines)
+        task_status.started(Running(port, hub, stop))
