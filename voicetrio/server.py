@@ -196,7 +196,7 @@ async def serve(
     """
     hub = Hub(config)
     app = create_app(config, hub)
-    stop = shutdown or trio.Event()
+    stop = trio.Event() if shutdown is None else shutdown
 
     async def trigger() -> None:
         await stop.wait()
