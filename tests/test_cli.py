@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -45,18 +46,18 @@ async def test_serve_client_then_sigterm(tmp_path: Path) -> None:
     env = {**os.environ, "STREAM_SHUTDOWN_GRACE_S": "1"}
     async with trio.open_nursery() as nursery:
         proc: trio.Process = await nursery.start(
-            lambda task_status: trio.run_process(
+            partial(
+                trio.run_process,
                 [PYTHON, "-m", "voicetrio", "serve", "--port", "0", "--engines", "fake"],
                 stderr=subprocess.PIPE,
                 check=False,
                 env=env,
-                task_status=task_status,
             )
         )
         port, _ = await read_port(proc)
+        url = f"ws://127.0.0.1:{port}/ws"
         result = await trio.run_process(
-            [PYTHON, "-m", "voicetrio", "client", str(wav), "--json"]
-            + ["--url", f"ws://127.0.0.1:{port}/ws", "--frame-ms", "100"],
+            [PYTHON, "-m", "voicetrio", "client", str(wav), "--json", "--url", url],
             capture_stdout=True,
             capture_stderr=True,
             check=False,

@@ -44,9 +44,9 @@ def test_happy_path_states() -> None:
     assert state(m) is ClientState.STREAMING and m.sample_rate == 16000
     assert m.receive_bytes(b"\x01\x00\x02\x00") == Audio(b"\x01\x00\x02\x00")
     assert m.receive_text('{"type":"cancel"}') == Cancel()
-    assert m.state is ClientState.STREAMING
+    assert state(m) is ClientState.STREAMING
     assert m.receive_text('{"type":"stop"}') == Stop()
-    assert m.state is ClientState.IDLE
+    assert state(m) is ClientState.IDLE
     assert m.receive_text('{"type":"cancel"}') == Cancel()
     assert m.receive_text('{"type":"start","sample_rate":16000,"audio_format":"pcm16"}') == Start(
         16000, "pcm16"

@@ -16,6 +16,8 @@ from tests.conftest import Harness, make_engines, open_session, quiet, speech
 from voicetrio.config import Config
 from voicetrio.engines.base import Engines
 from voicetrio.engines.fake import FakeLlm, FakeTts, default_reply
+from voicetrio.metrics import TurnMetrics
+from voicetrio.reply import Turn, Utterance
 
 START = {"type": "start", "sample_rate": 16000}
 
@@ -550,3 +552,45 @@ async def test_client_far_behind_is_closed(autojump_clock: trio.testing.MockCloc
         assert h.session.close_code == 1008
         assert h.session.outbox.queue.nbytes <= 64 * 1024 + 200_000
 
+
+
+# -- held (speculative) turns ---------------------------------------------------------
+
+
+async def test_a_held_turn_sends_nothing_until_released(
+    autojump_clock: trio.testing.MockClock, config: Config
+) -> None:
+    async with trio.open_nursery() as nursery:
+        h = await open_session(nursery, config)
+        utterance = Utterance("hello there", "s1-x", TurnMetrics(trio.current_time()))
+        turn: Turn = await nursery.start(Turn(1, utterance, h.session.ctx, held=True).run)
+        await turn.finished.wait()
+        await trio.testing.wait_all_tasks_blocked()
+        assert h.peer.frames == []
+        assert len(h.session.ctx.memory) == 0
+        turn.release()
+        await h.peer.wait_for("metrics")
+        kinds = types(h)
+        assert kinds[-2:] == ["tts_complete", "metrics"] and "llm_token" in kinds
+        assert h.session.ctx.memory.turns == ((utterance.text, turn.reply_text),)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_dropped_held_turn_leaves_no_trace(
+    autojump_clock: trio.testing.MockClock, config: Config
+) -> None:
+    llm = FakeLlm(first_token_s=0.125, token_s=0.03125)
+    async with trio.open_nursery() as nursery:
+        h = await open_session(nursery, config, make_engines(llm=llm))
+        utterance = Utterance("hello there", "s1-x", TurnMetrics(trio.current_time()))
+        turn: Turn = await nursery.start(Turn(1, utterance, h.session.ctx, held=True).run)
+        await trio.sleep_until(trio.current_time() + 0.3)  # mid-stream, output held
+        assert turn.active and turn.reply_text
+        turn.cancel()
+        await turn.finished.wait()
+        turn.release()  # too late: a cancelled turn stays silent
+        await trio.testing.wait_all_tasks_blocked()
+        assert h.peer.frames == []
+        assert len(h.session.ctx.memory) == 0
+        assert llm.closed == 1
+        nursery.cancel_scope.cancel()

@@ -75,7 +75,7 @@ class Turn:
         self.reply_text = ""
         self.scope = trio.CancelScope()
         self.finished = trio.Event()
-        self._held_events: list[tuple[JsonDict, bytes | None, Callable[[float], None] | None]] = []
+        self._held_sends: list[Callable[[], None]] = []
         self._memory_pending = False
         # Estimated end of playback at the client (server clock), for barge-in
         # after the last chunk was sent but while the client still plays it.
@@ -95,7 +95,7 @@ class Turn:
         if self.outcome is Outcome.RUNNING:
             self.outcome = outcome
         self.scope.cancel()
-        self._held_events.clear()
+        self._held_sends.clear()
         self._memory_pending = False
         self.playback_end = -math.inf
         return self.ctx.outbox.queue.purge_turn(self.id)
@@ -105,9 +105,9 @@ class Turn:
         if not self.held:
             return
         self.held = False
-        for event, binary, on_sent in self._held_events:
-            self._send(event, binary, on_sent)
-        self._held_events.clear()
+        for send in self._held_sends:
+            send()
+        self._held_sends.clear()
         if self._memory_pending:
             self._commit_memory()
 
@@ -119,17 +119,15 @@ class Turn:
         binary: bytes | None = None,
         on_sent: Callable[[float], None] | None = None,
     ) -> None:
+        self._gate(lambda: self.ctx.send(event, binary=binary, turn=self.id, on_sent=on_sent))
+
+    def _gate(self, send: Callable[[], None]) -> None:
         if self.scope.cancel_called or self.outcome is Outcome.CANCELLED:
             return
         if self.held:
-            self._held_events.append((event, binary, on_sent))
+            self._held_sends.append(send)
         else:
-            self._send(event, binary, on_sent)
-
-    def _send(
-        self, event: JsonDict, binary: bytes | None, on_sent: Callable[[float], None] | None
-    ) -> None:
-        self.ctx.send(event, binary=binary, turn=self.id, on_sent=on_sent)
+            send()
 
     def _commit_memory(self) -> None:
         self._memory_pending = False
@@ -183,14 +181,13 @@ class Turn:
     def emit_metrics(self) -> None:
         metrics = self.utterance.metrics
         tid = self.utterance.transcript_id
-        self._emit_rendered(lambda: protocol.metrics({"id": tid, **metrics.fields()}))
-
-    def _emit_rendered(self, render: Callable[[], JsonDict]) -> None:
-        # Metrics are rendered when written so that t4 (first audio actually
-        # sent) is known even if the chunk was still queued when the turn ended.
-        if self.scope.cancel_called and self.outcome is Outcome.CANCELLED:
-            return
-        self.ctx.send_rendered(render, turn=self.id)
+        # Rendered when written, so that t4 (first audio actually sent) is
+        # known even if the chunk was still queued when the turn ended.
+        self._gate(
+            lambda: self.ctx.send_rendered(
+                lambda: protocol.metrics({"id": tid, **metrics.fields()}), turn=self.id
+            )
+        )
 
     async def _llm_reader(
         self, messages: list[ChatMessage], out: trio.MemorySendChannel[str]
