@@ -84,6 +84,7 @@ async def run_sessions(url: str, turns: int, sessions: int) -> dict[str, list[fl
 async def main(turns: int, sessions: int) -> None:
     config = Config(
         port=0,
+        engines="fake",
         fake_asr_ms=0,
         fake_llm_first_token_ms=0,
         fake_llm_token_ms=0,

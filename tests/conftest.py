@@ -105,9 +105,12 @@ class MemoryTransport:
     def of_type(self, kind: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e["type"] == kind]
 
-    async def wait_until(self, predicate: Callable[[], bool]) -> None:
-        while not predicate():
-            await self._changed.wait()
+    async def wait_until(self, predicate: Callable[[], bool], timeout_s: float = 600) -> None:
+        # Under MockClock a wait that nothing will end jumps to this deadline
+        # and fails, instead of hanging the run.
+        with trio.fail_after(timeout_s):
+            while not predicate():
+                await self._changed.wait()
 
     async def wait_for(self, kind: str, count: int = 1, **fields: Any) -> dict[str, Any]:
         def found() -> list[dict[str, Any]]:

@@ -313,3 +313,12 @@ def test_everything_resets_after_an_end() -> None:
     assert until(ep, True, 2130) == [PartialDue(at_ms=2130, utterance_ms=510)]
     ep.partial_finished()  # harmless even if it was the old decode's
     assert ep.now_ms == 2130
+
+
+def test_first_partial_can_come_before_the_interval() -> None:
+    ep = Endpointer(EndpointConfig(partial_interval_ms=500, first_partial_ms=300, preroll_ms=0))
+    due: list[int] = []
+    for _ in range(50):
+        due += [e.at_ms for e in ep.push(True) if isinstance(e, PartialDue)]
+    # onset 0: first cycle at 300 ms, then on the grid 800, 1300 (frame ends 810, 1320)
+    assert due == [300, 810, 1320]

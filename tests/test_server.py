@@ -24,6 +24,7 @@ from voicetrio.server import Running, serve
 
 FAST = Config(
     port=0,
+    engines="fake",
     fake_asr_ms=0,
     fake_llm_first_token_ms=0,
     fake_llm_token_ms=0,
@@ -118,7 +119,7 @@ BAD_FRAMES: list[tuple[str | bytes, str, str]] = [
     ("{}", "BAD_MESSAGE", "missing_type"),
     ('{"type":"hello"}', "BAD_MESSAGE", "unknown_type"),
     ('{"type":"start","sample_rate":"fast"}', "BAD_MESSAGE", "bad_field"),
-    ('{"type":"start","sample_rate":11025}', "UNSUPPORTED_SAMPLE_RATE", "unsupported_sample_rate"),
+    ('{"type":"start","sample_rate":7999}', "UNSUPPORTED_SAMPLE_RATE", "unsupported_sample_rate"),
     (b"\x00\x00" * 160, "BAD_MESSAGE", "audio_before_start"),
     ("{" + " " * 5000 + "}", "BAD_MESSAGE", "text_too_large"),
     ('{"type":"stop"}', "BAD_MESSAGE", "not_started"),

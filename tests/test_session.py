@@ -15,7 +15,7 @@ import trio.testing
 from tests.conftest import Harness, make_engines, open_session, quiet, speech
 from voicetrio.config import Config
 from voicetrio.engines.base import Engines
-from voicetrio.engines.fake import FakeLlm, FakeTts, default_reply
+from voicetrio.engines.fake import FakeAsr, FakeLlm, FakeTts, default_reply
 from voicetrio.metrics import TurnMetrics
 from voicetrio.reply import Turn, Utterance
 
@@ -77,8 +77,28 @@ async def test_final_comes_exactly_one_silence_window_after_speech(
         speech_end = t_start + 1.2
         # 700 ms of silence, counted in 30 ms frames that arrive in 100 ms
         # packets: the window closes at 1.2 + 0.72 s of audio, which arrives
-        # with the packet sent at 1.9 s (covering 1.9..2.0 s); then one decode.
-        assert h.peer.time_of("final_transcript") == pytest.approx(speech_end + 0.7 + 0.0625)
+        # with the packet sent at 1.9 s (covering 1.9..2.0 s). The final was
+        # decoded speculatively while the window ran, so no decode time follows.
+        assert h.peer.time_of("final_transcript") == pytest.approx(speech_end + 0.7)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_pause_inside_the_window_drops_the_speculative_final(
+    autojump_clock: trio.testing.MockClock, config: Config
+) -> None:
+    asr = FakeAsr(delay_s=0.0625)
+    async with trio.open_nursery() as nursery:
+        h = await open_session(nursery, config, make_engines(asr=asr))
+        h.peer.send_json(START)
+        await h.stream(speech(900) + quiet(400) + speech(900, 600.0) + quiet(1000))
+        await h.peer.wait_for("metrics")
+        finals = h.peer.of_type("final_transcript")
+        assert len(finals) == 1
+        # one utterance: 3 words, a silent chunk-or-so, 3 words of another pitch
+        words = finals[0]["text"].split()
+        assert len(words) >= 6 and words[0].lower() != words[-1].lower()
+        # the decode begun at the pause was dropped; the one begun at the end kept
+        assert asr.final_calls == 2
         nursery.cancel_scope.cancel()
 
 
@@ -430,7 +450,7 @@ BAD_INPUTS: list[tuple[str | bytes, str, str]] = [
     ('{"sample_rate": 16000}', "BAD_MESSAGE", "missing_type"),
     ('{"type": "dance"}', "BAD_MESSAGE", "unknown_type"),
     ('{"type": "start", "sample_rate": "16000"}', "BAD_MESSAGE", "bad_field"),
-    ('{"type": "start", "sample_rate": 44100}', "UNSUPPORTED_SAMPLE_RATE", "unsupported_sample_rate"),
+    ('{"type": "start", "sample_rate": 96000}', "UNSUPPORTED_SAMPLE_RATE", "unsupported_sample_rate"),
     ('{"type": "stop"}', "BAD_MESSAGE", "not_started"),
     (b"\x00\x01" * 10, "BAD_MESSAGE", "audio_before_start"),
     ("x" * 5000, "BAD_MESSAGE", "text_too_large"),

@@ -5,7 +5,13 @@ feeds the sans-IO :class:`~voicetrio.endpointing.Endpointer`, whose events it
 turns into work: a partial decode (at most one in flight, never queued), a
 final decode of the whole utterance, and an :class:`Utterance` for the reply
 stage. Decodes run as tasks of the stage's own nursery so the frame loop
-never waits for a model; finals are decoded in order by one finalizer task.
+never waits for a model; finals are handed out in order by one finalizer.
+
+The final is decoded *speculatively*: when silence begins, the utterance so
+far is decoded at once, while the silence window runs. If speech resumes the
+decode is cancelled; if the window closes, its result is the final, ready
+(or nearly) the moment the turn ends. Audio at any rate from 8 to 48 kHz is
+resampled to 16 kHz first.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from voicetrio.endpointing import (
     Endpointer,
     EndpointEvent,
     PartialDue,
+    SilenceStarted,
+    SpeechResumed,
     SpeechStarted,
     UtteranceEnded,
 )
@@ -32,14 +40,18 @@ from voicetrio.logs import log_event
 from voicetrio.metrics import TurnMetrics
 from voicetrio.protocol import ErrorCode
 from voicetrio.reply import Utterance
+from voicetrio.resample import Resampler
 
 if TYPE_CHECKING:
     from voicetrio.session import SessionContext
 
 FRAME_BYTES = ENGINE_SAMPLE_RATE * VAD_FRAME_MS // 1000 * 2
-#: Audio kept after the last speech frame for the final decode: word endings
-#: trail below the VAD's threshold.
+#: Audio kept after the last speech frame for a final decoded at the end of
+#: the turn (stop, max duration): word endings trail below the VAD's threshold.
 TAIL_MS = 300
+#: Real-time factor above which decoding cannot keep up; two in a row and the
+#: client is told, once, that a smaller model would serve it better.
+SLOW_RTF = 1.5
 
 StageInput = tuple[protocol.Start | protocol.Stop | protocol.Audio, float]
 
@@ -51,9 +63,33 @@ class _Frame:
     arrived: float
 
 
+class _Decode:
+    """One final decode, started now or speculatively, awaited by the finalizer."""
+
+    def __init__(self, pcm: bytes) -> None:
+        self.pcm = pcm
+        self.done = trio.Event()
+        self.scope = trio.CancelScope()
+        self.text: str | None = None
+        self.error: EngineError | None = None
+        self.elapsed_s = 0.0
+
+    async def run(self, stage: AsrStage) -> None:
+        started = trio.current_time()
+        try:
+            with self.scope:
+                self.text = (await stage.ctx.engines.asr.transcribe(self.pcm, final=True)).strip()
+        except EngineError as exc:
+            self.error = exc
+        finally:
+            self.elapsed_s = trio.current_time() - started
+            self.done.set()
+
+
 @dataclass(slots=True)
 class _PendingFinal:
-    pcm: bytes
+    decode: _Decode
+    started: bool
     metrics: TurnMetrics
     reason: str
 
@@ -69,18 +105,28 @@ class AsrStage:
         self.utterances = utterances
         self.on_speech_start = on_speech_start
         config = ctx.config
+        self.vad = ctx.engines.vad()
+        # A VAD hangover already counts as silence-in-waiting: take it off the
+        # window so the final comes vad_silence_ms after the speech really ends.
+        hangover = int(getattr(self.vad, "hangover_ms", 0))
         self.endpoint_config = EndpointConfig(
             frame_ms=VAD_FRAME_MS,
-            silence_ms=config.vad_silence_ms,
+            silence_ms=max(VAD_FRAME_MS, config.vad_silence_ms - hangover),
             partial_interval_ms=config.partial_interval_ms,
+            first_partial_ms=config.first_partial_ms,
             max_utterance_ms=config.max_utterance_ms,
         )
+        self._resampler = Resampler(ENGINE_SAMPLE_RATE)
         self._reset_stream()
         self._finals_done = 0
+        self._slow_decodes = 0
+        self._slow_told = False
 
     def _reset_stream(self) -> None:
         self.endpointer = Endpointer(self.endpoint_config)
-        self.vad = self.ctx.engines.vad()
+        reset = getattr(self.vad, "reset", None)
+        if reset is not None:
+            reset()
         self._carry = bytearray()
         ring_frames = (
             self.endpoint_config.preroll_ms + self.endpoint_config.min_speech_ms
@@ -92,6 +138,7 @@ class AsrStage:
         self._generation = 0
         self._partial_scope: trio.CancelScope | None = None
         self._last_partial = ""
+        self._speculative: _Decode | None = None
 
     async def run(self, inbox: trio.MemoryReceiveChannel[StageInput]) -> None:
         finals_send, finals_recv = trio.open_memory_channel[_PendingFinal](8)
@@ -113,10 +160,13 @@ class AsrStage:
             async with inbox, finals_send:
                 async for message, arrived in inbox:
                     if isinstance(message, protocol.Audio):
-                        await self._audio(message.pcm, arrived, finals_send)
+                        pcm = self._resampler.process(message.pcm)
+                        await self._audio(pcm, arrived, finals_send)
                     elif isinstance(message, protocol.Start):
+                        self._resampler = Resampler(message.sample_rate, ENGINE_SAMPLE_RATE)
                         self._reset_stream()
                     else:
+                        await self._audio(self._resampler.flush(), arrived, finals_send)
                         events = self.endpointer.stop()
                         if not events:
                             self.ctx.send(protocol.info("stop: no speech to finalize", event="no_speech"))
@@ -147,6 +197,10 @@ class AsrStage:
                 self._open_utterance(event)
             elif isinstance(event, PartialDue):
                 self._start_partial()
+            elif isinstance(event, SilenceStarted):
+                self._start_speculative()
+            elif isinstance(event, SpeechResumed):
+                self._drop_speculative()
             elif isinstance(event, UtteranceEnded):
                 await self._close_utterance(event, finals)
 
@@ -172,27 +226,40 @@ class AsrStage:
 
     async def _partial(self, pcm: bytes, generation: int) -> None:
         metrics = self._metrics
-        with trio.CancelScope() as scope:
-            self._partial_scope = scope
-            started = trio.current_time()
-            try:
-                text = (await self.ctx.engines.asr.transcribe(pcm, final=False)).strip()
-            except EngineError as exc:
-                log_event(self.ctx.sid, "partial_fail", level=logging.WARNING, reason=str(exc))
-                text = ""
-            else:
-                if metrics is not None:
-                    metrics.add_decode(trio.current_time() - started, _seconds(pcm))
-            if generation != self._generation:
-                return
-            self.endpointer.partial_finished()
-            if text and text != self._last_partial and metrics is not None:
-                self._last_partial = text
-                self.ctx.send(
-                    protocol.partial_transcript(text),
-                    droppable=True,
-                    on_sent=metrics.mark_first_partial,
-                )
+        text = ""
+        try:
+            with trio.CancelScope() as scope:
+                self._partial_scope = scope
+                started = trio.current_time()
+                try:
+                    text = (await self.ctx.engines.asr.transcribe(pcm, final=False)).strip()
+                except EngineError as exc:
+                    log_event(self.ctx.sid, "partial_fail", level=logging.WARNING, reason=str(exc))
+                else:
+                    self._decoded(metrics, trio.current_time() - started, _seconds(pcm))
+        finally:
+            # Whatever happened, this utterance may have its next partial.
+            if generation == self._generation:
+                self.endpointer.partial_finished()
+        if generation != self._generation or scope.cancelled_caught:
+            return
+        if text and text != self._last_partial and metrics is not None:
+            self._last_partial = text
+            self.ctx.send(
+                protocol.partial_transcript(text),
+                droppable=True,
+                on_sent=metrics.mark_first_partial,
+            )
+
+    def _start_speculative(self) -> None:
+        decode = _Decode(bytes(self._utterance))
+        self._speculative = decode
+        self._nursery.start_soon(decode.run, self)
+
+    def _drop_speculative(self) -> None:
+        if self._speculative is not None:
+            self._speculative.scope.cancel()
+            self._speculative = None
 
     async def _close_utterance(
         self, event: UtteranceEnded, finals: trio.MemorySendChannel[_PendingFinal]
@@ -201,6 +268,7 @@ class AsrStage:
         self._generation += 1
         if self._partial_scope is not None:
             self._partial_scope.cancel()
+        speculative, self._speculative = self._speculative, None
         keep_ms = event.speech_end_ms + TAIL_MS - self._utt_start_ms
         keep = min(len(self._utterance), keep_ms * ENGINE_SAMPLE_RATE // 1000 * 2)
         pcm = bytes(self._utterance[:keep])
@@ -215,9 +283,22 @@ class AsrStage:
                 )
             )
         if metrics is None or not pcm:
+            if speculative is not None:
+                speculative.scope.cancel()
             return
-        log_event(self.ctx.sid, "utterance_end", reason=event.reason, audio_ms=len(pcm) // 32)
-        await finals.send(_PendingFinal(pcm, metrics, event.reason))
+        log_event(
+            self.ctx.sid,
+            "utterance_end",
+            reason=event.reason,
+            audio_ms=len(pcm) // 32,
+            speculative=speculative is not None,
+        )
+        # A speculative decode covers every speech frame: nothing but silence
+        # came after it began, or it would have been dropped.
+        if speculative is not None:
+            await finals.send(_PendingFinal(speculative, True, metrics, event.reason))
+        else:
+            await finals.send(_PendingFinal(_Decode(pcm), False, metrics, event.reason))
 
     async def _finalizer(self, pending: trio.MemoryReceiveChannel[_PendingFinal]) -> None:
         async with pending:
@@ -225,14 +306,18 @@ class AsrStage:
                 await self._finalize(item)
 
     async def _finalize(self, item: _PendingFinal) -> None:
-        started = trio.current_time()
-        try:
-            text = (await self.ctx.engines.asr.transcribe(item.pcm, final=True)).strip()
-        except EngineError as exc:
-            log_event(self.ctx.sid, "asr_fail", level=logging.WARNING, reason=str(exc))
-            self.ctx.send(protocol.error(ErrorCode.ASR_FAIL, f"speech recognition failed: {exc}"))
+        decode = item.decode
+        if item.started:
+            await decode.done.wait()
+        else:
+            await decode.run(self)
+        if decode.error is not None or decode.text is None:
+            reason = str(decode.error) if decode.error else "decode cancelled"
+            log_event(self.ctx.sid, "asr_fail", level=logging.WARNING, reason=reason)
+            self.ctx.send(protocol.error(ErrorCode.ASR_FAIL, f"speech recognition failed: {reason}"))
             return
-        item.metrics.add_decode(trio.current_time() - started, _seconds(item.pcm))
+        self._decoded(item.metrics, decode.elapsed_s, _seconds(decode.pcm))
+        text = decode.text
         if not text:
             if item.reason == "stop":
                 self.ctx.send(protocol.info("stop: no words recognized", event="no_speech"))
@@ -245,12 +330,30 @@ class AsrStage:
         )
         log_event(self.ctx.sid, "final", id=transcript_id, chars=len(text))
         utterance = Utterance(text, transcript_id, item.metrics)
+        metrics = item.metrics
         if self.utterances is None:
             self.ctx.send_rendered(
-                lambda: protocol.metrics({"id": transcript_id, **item.metrics.fields()})
+                lambda: protocol.metrics({"id": transcript_id, **metrics.fields()})
             )
         else:
             await self.utterances.send(utterance)
+
+    def _decoded(self, metrics: TurnMetrics | None, decode_s: float, audio_s: float) -> None:
+        if metrics is not None:
+            metrics.add_decode(decode_s, audio_s)
+        slow = audio_s > 0 and decode_s / audio_s > SLOW_RTF
+        self._slow_decodes = self._slow_decodes + 1 if slow else 0
+        if self._slow_decodes >= 2 and not self._slow_told:
+            self._slow_told = True
+            log_event(self.ctx.sid, "asr_slow", level=logging.WARNING, rtf=round(decode_s / audio_s, 2))
+            self.ctx.send(
+                protocol.info(
+                    "speech recognition is slower than real time on this machine; "
+                    "a smaller model (STREAM_MODEL_WHISPER=tiny.en) would keep up",
+                    event="asr_slow",
+                    rtf=round(decode_s / audio_s, 2),
+                )
+            )
 
 
 def _seconds(pcm: bytes) -> float:

@@ -1,4 +1,4 @@
-"""The ``voicetrio`` command: ``serve`` and ``client``."""
+"""The ``voicetrio`` command: ``serve``, ``client`` and ``transcribe``."""
 
 from __future__ import annotations
 
@@ -30,8 +30,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="transcripts only: no LLM or TTS (STREAM_LEAN)",
     )
     serve.add_argument(
-        "--engines", choices=("fake", "real"), help="engine set (STREAM_ENGINES, default fake)"
+        "--engines", choices=("fake", "real"), help="engine set (STREAM_ENGINES, default real)"
     )
+    serve.add_argument(
+        "--asr-model",
+        help="Whisper model: tiny.en (default), base, a CTranslate2 folder, e.g. base-int8 "
+        "(STREAM_MODEL_WHISPER)",
+    )
+
+    transcribe = commands.add_parser("transcribe", help="transcribe an audio file offline")
+    transcribe.add_argument("file", help="WAV, FLAC, MP3 or any file PyAV reads")
+    transcribe.add_argument("--asr-model", help="as for serve (STREAM_MODEL_WHISPER)")
 
     client = commands.add_parser("client", help="stream a WAV file to a server, print events")
     client_cli.add_arguments(client)
@@ -41,10 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
 def load_config(args: argparse.Namespace) -> Config:
     return from_env(
         os.environ,
-        host=args.host,
-        port=args.port,
-        lean=args.lean,
-        engines=args.engines,
+        host=getattr(args, "host", None),
+        port=getattr(args, "port", None),
+        lean=getattr(args, "lean", None),
+        engines=getattr(args, "engines", None),
+        model_whisper=args.asr_model,
     )
 
 
@@ -57,8 +67,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"voicetrio: {exc}", file=sys.stderr)
         return 1
+    if args.command == "transcribe":
+        return transcribe_file(config, args.file)
     setup_logging(config.log_level)
     trio.run(_serve_until_signal, config)
+    return 0
+
+
+def transcribe_file(config: Config, path: str) -> int:
+    from voicetrio.engines.base import EngineError
+    from voicetrio.engines.models import resolve_model
+    from voicetrio.engines.whisper import transcribe_file as whisper_transcribe
+
+    try:
+        spec = resolve_model(config.model_whisper, default_compute_type=config.asr_compute_type)
+        text = whisper_transcribe(path, spec, cpu_threads=config.asr_cpu_threads)
+    except (ValueError, EngineError) as exc:
+        print(f"voicetrio: {exc}", file=sys.stderr)
+        return 1
+    print(text)
     return 0
 
 

@@ -31,7 +31,7 @@ class Config:
     # server
     host: str = "127.0.0.1"
     port: int = 8000
-    engines: EngineSet = "fake"
+    engines: EngineSet = "real"
     lean: bool = False
     shutdown_grace_s: float = 5.0
 
@@ -39,13 +39,20 @@ class Config:
     max_frame_bytes: int = 192_000
     max_text_bytes: int = 4096
     pcm_chunk_size: int = 5120
+    max_upload_bytes: int = 25 * 1024 * 1024
+    max_upload_s: float = 600.0
 
     # endpointing and ASR
     model_whisper: str = "tiny.en"
     vad_silence_ms: int = 700
     partial_interval_ms: int = 500
+    first_partial_ms: int = 300
     max_utterance_ms: int = 30_000
+    vad_aggressiveness: int = 2
+    vad_hangover_ms: int = 90
     vad_energy_threshold: int = 500
+    asr_compute_type: str = "int8"
+    asr_cpu_threads: int = 0
     decode_concurrency: int = 1
 
     # reply
@@ -93,8 +100,8 @@ class Config:
         return Limits(
             max_text_bytes=self.max_text_bytes,
             max_frame_bytes=self.max_frame_bytes,
-            min_sample_rate=16000,
-            max_sample_rate=16000,
+            min_sample_rate=MIN_SAMPLE_RATE,
+            max_sample_rate=MAX_SAMPLE_RATE,
         )
 
     def public_dict(self) -> dict[str, Any]:
@@ -112,6 +119,9 @@ class Config:
 
 
 SECRET_FIELDS: Final = ("openai_api_key",)
+#: Client audio between these rates is resampled to 16 kHz on the server.
+MIN_SAMPLE_RATE: Final = 8000
+MAX_SAMPLE_RATE: Final = 48000
 
 # Environment names that differ from STREAM_<FIELD>.
 _ENV_NAMES: Final = {
@@ -129,8 +139,14 @@ _BOUNDS: Final[dict[str, tuple[float, float]]] = {
     "max_frame_bytes": (640, 16 * 1024 * 1024),
     "max_text_bytes": (256, 1024 * 1024),
     "pcm_chunk_size": (160, 192_000),
+    "max_upload_bytes": (1024, 1024 * 1024 * 1024),
+    "max_upload_s": (1, 4 * 3600),
     "vad_silence_ms": (300, 2000),
     "partial_interval_ms": (250, 3000),
+    "first_partial_ms": (100, 3000),
+    "vad_aggressiveness": (0, 3),
+    "vad_hangover_ms": (0, 300),
+    "asr_cpu_threads": (0, 64),
     "max_utterance_ms": (1000, 120_000),
     "vad_energy_threshold": (1, 32767),
     "decode_concurrency": (1, 64),
@@ -156,6 +172,7 @@ _CHOICES: Final[dict[str, tuple[str, ...]]] = {
     "engines": ("fake", "real"),
     "fake_llm_mode": ("normal", "hang", "fail"),
     "log_level": ("DEBUG", "INFO", "WARNING", "ERROR"),
+    "asr_compute_type": ("int8", "int8_float32", "int16", "float16", "float32", "default"),
 }
 
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})

@@ -21,8 +21,9 @@ Exact semantics, with ``frame_ms=30`` and the other defaults:
   start_ms=300)``.
 * **Utterance time.** ``utterance_ms = now_ms - start_ms`` (pre-roll included:
   it is the length of the audio a decode would see); 0 when idle.
-* **Partials.** Partial cycles are due on a fixed grid, ``onset_ms + k *
-  partial_interval_ms`` for k = 1, 2, ...; a cycle runs on the first frame
+* **Partials.** Partial cycles are due on a fixed grid, ``onset_ms + first +
+  k * partial_interval_ms`` for k = 0, 1, ..., where ``first`` is
+  ``first_partial_ms`` (default: one interval); a cycle runs on the first frame
   whose end reaches its grid time (several grid times passed within one frame
   make one cycle). The grid does not drift with frame rounding: onset 600 ms
   gives cycles at 1110, 1620, 2100, 2610 ms. A cycle is *skipped*
@@ -102,11 +103,16 @@ class EndpointConfig:
     min_partial_growth_ms: int = 200
     min_speech_ms: int = 60
     preroll_ms: int = 300
+    #: The first partial cycle, after the onset; later ones follow every
+    #: ``partial_interval_ms``. None: one interval, like the rest.
+    first_partial_ms: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("frame_ms", "silence_ms", "partial_interval_ms", "max_utterance_ms"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.first_partial_ms is not None and self.first_partial_ms <= 0:
+            raise ValueError(f"first_partial_ms must be positive, got {self.first_partial_ms}")
         for name in ("min_partial_growth_ms", "min_speech_ms", "preroll_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
@@ -271,7 +277,8 @@ class Endpointer:
         self._run = 0
         self._start_ms = max(0, onset - config.preroll_ms, self._floor_ms)
         self._speech_end_ms = now
-        self._next_cycle_ms = onset + config.partial_interval_ms
+        first = config.partial_interval_ms if config.first_partial_ms is None else config.first_partial_ms
+        self._next_cycle_ms = onset + first
         self._in_flight = False
         self._last_partial_utterance_ms = None
         self.skipped_partials = 0

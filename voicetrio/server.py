@@ -22,13 +22,13 @@ from hypercorn.trio import serve as hypercorn_serve
 from quart import Response, jsonify, send_from_directory, websocket
 from quart_trio import QuartTrio
 
-from voicetrio import __version__, protocol
+from voicetrio import __version__, http_api, protocol
 from voicetrio.config import Config
-from voicetrio.engines.base import Engines
-from voicetrio.engines.registry import build_engines
+from voicetrio.engines.base import Engines, ModelLoadError
+from voicetrio.engines.registry import EngineHost
 from voicetrio.logs import log_event
 from voicetrio.outbound import Frame
-from voicetrio.protocol import CloseCode
+from voicetrio.protocol import CloseCode, ErrorCode
 from voicetrio.session import Session, TransportClosed
 
 
@@ -42,27 +42,38 @@ def public_dir() -> Path:
 class Hub:
     """Every live session of this process, and the shutdown sequence."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, host: EngineHost | None = None) -> None:
         self.config = config
         self.sessions: set[Session] = set()
         self.draining = False
-        self.engines: Engines | None = None
+        self.host = host or EngineHost(config)
+        self.host.on_failure.append(self._model_failed)
         self.sessions_total = 0
 
     @property
+    def engines(self) -> Engines:
+        return self.host.engines
+
+    @property
     def ready(self) -> bool:
-        return (
-            not self.draining
-            and self.engines is not None
-            and all(self.engines.readiness().values())
-        )
+        return not self.draining and self.host.ready and all(self.engines.readiness().values())
+
+    def _model_failed(self, exc: ModelLoadError) -> None:
+        for session in list(self.sessions):
+            session.fail(protocol.error(ErrorCode.MODEL_LOAD_FAIL, str(exc)), CloseCode.INTERNAL_ERROR)
 
     async def run_session(self, session: Session) -> None:
-        if self.draining or self.engines is None:
+        if self.draining:
             await session.transport.send(
                 protocol.encode(protocol.info("server is shutting down", event="shutdown"))
             )
             await session.transport.close(CloseCode.GOING_AWAY, "server shutdown")
+            return
+        if self.host.failure is not None:
+            await session.transport.send(
+                protocol.encode(protocol.error(ErrorCode.MODEL_LOAD_FAIL, str(self.host.failure)))
+            )
+            await session.transport.close(CloseCode.INTERNAL_ERROR, "model failed to load")
             return
         self.sessions.add(session)
         self.sessions_total += 1
@@ -111,21 +122,19 @@ def create_app(config: Config, hub: Hub) -> QuartTrio:
 
     @app.before_serving
     async def load_engines() -> None:
-        hub.engines = await build_engines(config)
-        log_event(None, "engines_ready", engines=hub.engines.name, lean=config.lean)
+        # In the background: HTTP answers (and /health says "starting") while
+        # models load.
+        await app.nursery.start(hub.host.run)
 
     @app.get("/health")
     async def health() -> tuple[Response, int]:
         body = {
-            "status": "draining" if hub.draining else ("ok" if hub.ready else "starting"),
+            "status": _status(hub),
             "version": __version__,
             "mode": "lean" if config.lean else "full",
             "sessions": len(hub.sessions),
             "sessions_total": hub.sessions_total,
-            "engines": {
-                "set": hub.engines.name if hub.engines else config.engines,
-                "ready": hub.engines.readiness() if hub.engines else {},
-            },
+            "engines": {"set": hub.engines.name, "ready": hub.engines.readiness()},
         }
         return jsonify(body), 200 if hub.ready else 503
 
@@ -145,18 +154,21 @@ def create_app(config: Config, hub: Hub) -> QuartTrio:
     async def ws_handler() -> None:
         await websocket.accept()
         ws: Any = websocket
-        session = Session(QuartTransport(ws._get_current_object()), config, _engines(hub))
+        session = Session(QuartTransport(ws._get_current_object()), config, hub.engines)
         await hub.run_session(session)
 
+    http_api.register(app, config, hub.host)
     app.websocket("/ws")(ws_handler)
     app.websocket("/ws2", endpoint="ws2")(ws_handler)
     return app
 
 
-def _engines(hub: Hub) -> Engines:
-    if hub.engines is None:
-        raise RuntimeError("engines not loaded")
-    return hub.engines
+def _status(hub: Hub) -> str:
+    if hub.draining:
+        return "draining"
+    if hub.host.failure is not None:
+        return "failed"
+    return "ok" if hub.ready else "starting"
 
 
 def hypercorn_config(config: Config) -> HyperConfig:
@@ -188,13 +200,16 @@ async def serve(
     config: Config,
     *,
     shutdown: trio.Event | None = None,
+    host: EngineHost | None = None,
     task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until ``shutdown`` is set; then drain the sessions and return.
 
     Reports a :class:`Running` (bound port, hub) through ``task_status``.
+    ``host`` replaces the engine host built from the config (another engine
+    set, or a loader of one's own).
     """
-    hub = Hub(config)
+    hub = Hub(config, host)
     app = create_app(config, hub)
     stop = trio.Event() if shutdown is None else shutdown
 

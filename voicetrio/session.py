@@ -169,6 +169,11 @@ class Session:
             self._nursery.cancel_scope.cancel()
             await self.closed.wait()
 
+    def fail(self, event: JsonDict, code: int) -> None:
+        """A fatal error from outside the session (e.g. the model failed to load)."""
+        self.ctx.send(event)
+        self.close(code, str(event.get("code", "")))
+
     def close(self, code: int, reason: str = "") -> None:
         """Close after everything already queued has been written."""
         if self._closing:
