@@ -20,7 +20,7 @@ from functools import partial
 
 import trio
 
-from bench.common import Clip, clip, fmt_ms, median, server_process
+from bench.common import Clip, clip, fmt_ms, median, server_process, trim
 from tests.speech import SENTENCES, say, wer
 from voicetrio.audio import silence
 from voicetrio.client import connect, stream_pcm
@@ -36,7 +36,8 @@ PAUSED = (
 def corpus() -> list[Clip]:
     clips = [clip(f"s{i + 1}", text, say(text)) for i, text in enumerate(SENTENCES)]
     for i, (first, second, pause_ms) in enumerate(PAUSED):
-        speech = say(first) + silence(pause_ms) + say(second)
+        # espeak pads its output with silence: trimmed, the pause is exactly pause_ms.
+        speech = trim(say(first)) + silence(pause_ms) + trim(say(second))
         clips.append(clip(f"pause{i + 1}-{pause_ms}ms", f"{first} {second}", speech))
     return clips
 

@@ -89,6 +89,12 @@ def speech_bounds(pcm: bytes, rate: int = RATE, threshold: float = 300.0) -> tup
     return float(loud[0] * 0.01), float((loud[-1] + 1) * 0.01)
 
 
+def trim(pcm: bytes, rate: int = RATE) -> bytes:
+    """``pcm`` without the silence a synthesizer puts before and after speech."""
+    start, end = speech_bounds(pcm, rate)
+    return pcm[int(start * rate) * 2 : int(end * rate) * 2]
+
+
 def clip(name: str, text: str, speech: bytes, lead_ms: int = 500, trail_ms: int = 1500) -> Clip:
     pcm = silence(lead_ms, RATE) + speech + silence(trail_ms, RATE)
     start, end = speech_bounds(pcm)

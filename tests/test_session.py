@@ -614,3 +614,18 @@ async def test_a_dropped_held_turn_leaves_no_trace(
         assert len(h.session.ctx.memory) == 0
         assert llm.closed == 1
         nursery.cancel_scope.cancel()
+
+
+async def test_slow_recognition_advises_a_smaller_model_once(
+    autojump_clock: trio.testing.MockClock, config: Config
+) -> None:
+    asr = FakeAsr(delay_s=5.0)  # 5 s for at most ~3 s of audio: RTF > 1.5 each time
+    async with trio.open_nursery() as nursery:
+        h = await open_session(nursery, config, make_engines(asr=asr))
+        h.peer.send_json(START)
+        await h.stream(speech(2500) + quiet(1000) + speech(1200, 600.0) + quiet(3000))
+        await h.peer.wait_for("metrics", 2)
+        slow = [e for e in h.peer.of_type("info") if e.get("event") == "asr_slow"]
+        assert len(slow) == 1 and slow[0]["rtf"] > 1.5
+        assert "smaller model" in slow[0]["message"]
+        nursery.cancel_scope.cancel()

@@ -291,3 +291,47 @@ async def test_transcribe_samples_of_an_upload(asr: WhisperAsr) -> None:
     upload = _encode(say(sentence, rate_hz=22050), 22050, "flac", "flac")
     text = await asr.transcribe_samples(decode_upload(upload), final=True)
     assert wer(sentence, text) <= MAX_WER
+
+
+# -- the short-window decode -------------------------------------------------------
+
+
+def test_window_frames() -> None:
+    from voicetrio.engines.whisper_short import window_frames
+
+    assert window_frames(0) == 1000  # the floor
+    assert window_frames(850) == 1100  # 850 + 200 padding, rounded up to 100
+    assert window_frames(900) == 1100
+    assert window_frames(2800) == 3000  # never past Whisper's own window
+
+
+def test_short_window_matches_the_full_window(asr: WhisperAsr) -> None:
+    from voicetrio.engines.whisper import clean_text, pcm_to_samples
+    from voicetrio.engines.whisper_short import decode_short
+
+    model = asr._model
+    short_wers, full_wers = [], []
+    for sentence in SENTENCES:
+        samples = pcm_to_samples(say(sentence))
+        short = decode_short(model, samples, language="en", beam_size=1)
+        assert short is not None
+        found, _ = model.transcribe(samples, language="en", beam_size=1, without_timestamps=True)
+        short_wers.append(wer(sentence, clean_text(short)))
+        full_wers.append(wer(sentence, clean_text(list(found))))
+    assert max(short_wers) <= MAX_WER
+    assert sum(short_wers) <= sum(full_wers) + 0.1
+
+
+def test_long_audio_takes_the_full_window(asr: WhisperAsr) -> None:
+    from voicetrio.engines.whisper import pcm_to_samples
+    from voicetrio.engines.whisper_short import decode_short
+
+    samples = pcm_to_samples(silence(29_000))
+    assert decode_short(asr._model, samples, language="en", beam_size=1) is None
+
+
+async def test_short_phrases_do_not_loop(asr: WhisperAsr) -> None:
+    for phrase in ("Thank you.", "Yes.", "Stop."):
+        for final in (False, True):
+            text = await asr.transcribe(say(phrase), final=final)
+            assert normalize(text) == normalize(phrase), (phrase, final, text)

@@ -33,6 +33,7 @@ import trio
 
 from voicetrio.engines.base import ENGINE_SAMPLE_RATE, AsrError, ModelLoadError
 from voicetrio.engines.models import ModelSpec
+from voicetrio.engines.whisper_short import decode_short
 
 Samples = npt.NDArray[np.float32]
 
@@ -180,13 +181,35 @@ def _english_only(model: Any) -> bool:
     return not bool(model.model.is_multilingual)
 
 
-def _decode(model: Any, audio: Samples, options: dict[str, Any]) -> tuple[str, float]:
-    """Blocking: the cleaned transcript of ``audio`` and the seconds it took."""
+def _decode(
+    model: Any, audio: Samples, options: dict[str, Any], *, careful: bool = False
+) -> tuple[str, float]:
+    """Blocking: the cleaned transcript of ``audio`` and the seconds it took.
+
+    Audio that fits a shortened encoder window (an utterance) takes the fast
+    path of :mod:`whisper_short`; longer audio faster-whisper's own loop. The
+    full window also gets a second look at a short-window loop, and, when
+    ``careful`` (finals), at a short-window result the decoder was unsure of.
+    """
     start = time.perf_counter()
-    segments, _info = model.transcribe(audio, **options)
-    # transcribe() is lazy: the decoding happens while the generator is consumed,
-    # which must be here in the worker thread, not back on the event loop.
-    text = clean_text(list(segments))
+    segments: Iterable[SegmentLike] | None = None
+    if options.get("language"):
+        segments = decode_short(
+            model, audio, language=options["language"], beam_size=options["beam_size"]
+        )
+        # A loop on the short window is worth the full window's second opinion.
+        if segments is not None and any(
+            s.compression_ratio > MAX_COMPRESSION_RATIO
+            or (careful and s.text and s.avg_logprob < LOW_LOGPROB)
+            for s in segments
+        ):
+            segments = None
+    if segments is None:
+        found, _info = model.transcribe(audio, **options)
+        # transcribe() is lazy: the decoding happens while the generator is
+        # consumed, which must be here in the worker thread, not on the event loop.
+        segments = list(found)
+    text = clean_text(segments)
     return text, time.perf_counter() - start
 
 
@@ -267,7 +290,9 @@ class WhisperAsr:
             raise AsrError(f"Whisper model {self.spec.name!r} is not loaded")
         if samples.size == 0:
             return ""
-        decode = functools.partial(_decode, self._model, samples, self._options(final))
+        decode = functools.partial(
+            _decode, self._model, samples, self._options(final), careful=final
+        )
         try:
             text, seconds = await trio.to_thread.run_sync(
                 decode, limiter=self.limiter, abandon_on_cancel=True
