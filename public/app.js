@@ -37,7 +37,8 @@ const store = {
   audioFormat: AUDIO_FORMAT,
   sessionId: null,
   activity: "idle", // idle | listening | thinking | speaking
-  partial: "",
+  partial: "", // the live partial transcript
+  partials: 0, // partial transcripts received
   turns: [],
   chunksReceived: 0,
   chunksPlayed: 0,
@@ -107,6 +108,7 @@ function handle(event) {
       break;
     case "partial_transcript":
       store.partial = event.text;
+      store.partials++;
       view.showPartial(event.text);
       break;
     case "final_transcript":
@@ -373,6 +375,7 @@ function setMode(lean) {
   store.lean = lean;
   store.mode = lean ? "lean" : "full";
   view.setMode(lean);
+  refresh();
 }
 
 function refresh() {

@@ -68,7 +68,9 @@ export class View {
   setActivity(activity) {
     const node = $("activity");
     node.dataset.activity = activity;
-    node.textContent = ACTIVITY_TEXT[activity] ?? activity;
+    const lean = document.body.dataset.mode === "lean";
+    node.textContent =
+      activity === "idle" && lean ? "Press Start, or hold Space, and speak." : ACTIVITY_TEXT[activity] ?? activity;
   }
 
   setButtons({ canStart, canStop, canCancel, listening }) {
@@ -76,6 +78,7 @@ export class View {
     $("stop").disabled = !canStop;
     $("cancel").disabled = !canCancel;
     $("start").setAttribute("aria-pressed", listening ? "true" : "false");
+    $("start").querySelector("span").textContent = listening ? "Listening" : "Start";
     document.body.classList.toggle("listening", listening);
   }
 

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Final
 
 import pytest
 import trio
@@ -24,6 +24,9 @@ import trio.lowlevel
 
 from voicetrio.config import Config
 from voicetrio.server import Running, serve
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 CHROMIUM: Final = Path("/usr/bin/chromium")
 REPO: Final = Path(__file__).resolve().parent.parent
@@ -125,7 +128,7 @@ def running_server(config: Config) -> Iterator[ServerThread]:
 @contextmanager
 def chromium_page(
     microphone_wav: Path, profile_dir: Path, *, loop_audio: bool = False
-) -> Iterator[tuple[Any, list[str]]]:
+) -> Iterator[tuple[Page, list[str]]]:
     """A fresh headless Chromium whose microphone plays ``microphone_wav``.
 
     Yields the page and a list that collects the page's errors (uncaught
@@ -157,7 +160,7 @@ def chromium_page(
             context.close()
 
 
-def save_screenshot(page: Any, folder: Path, name: str) -> Path:
+def save_screenshot(page: Page, folder: Path, name: str) -> Path:
     """Saves a full-page screenshot in ``folder`` and copies it to test-output/."""
     path = folder / name
     page.screenshot(path=str(path), full_page=True)

@@ -60,7 +60,10 @@ async def test_event_order_of_one_turn(autojump_clock: trio.testing.MockClock, c
         m = events[-1]
         assert m["id"] == events[final_at]["id"]
         assert m["t0_ms"] == 0.0
-        assert 0 < m["t1_first_partial_ms"] < m["t2_final_ms"] < m["t3_first_token_ms"] < m["t4_first_audio_ms"]
+        # the reply was prepared during the silence window (speculatively),
+        # so the first token and audio may leave with the final itself
+        assert 0 < m["t1_first_partial_ms"] < m["t2_final_ms"]
+        assert m["t2_final_ms"] <= m["t3_first_token_ms"] <= m["t4_first_audio_ms"]
         assert m["decode_runs"] >= 2
         nursery.cancel_scope.cancel()
 
@@ -343,7 +346,9 @@ async def test_llm_timeouts(
     engines = make_engines()
     engines = Engines(engines.name, engines.vad, engines.asr, llm, engines.tts)
     async with trio.open_nursery() as nursery:
-        h = await open_session(nursery, config, engines)
+        # Without a speculative start the turn begins at the final: the
+        # timeouts then count from it.
+        h = await open_session(nursery, config.replace(speculative_reply=False), engines)
         await one_turn(h)
         await h.peer.wait_for("final_transcript")
         t_final = h.peer.time_of("final_transcript")
@@ -359,7 +364,7 @@ async def test_llm_timeouts(
 
 
 async def test_llm_timeout_first_token_bound_follows_total(autojump_clock: trio.testing.MockClock) -> None:
-    config = Config(llm_timeout_s=4.0)
+    config = Config(llm_timeout_s=4.0, speculative_reply=False)
     assert config.llm_first_token_timeout_s == 2.0
     llm = ScriptedLlm([60.0])
     e = make_engines()
@@ -628,4 +633,48 @@ async def test_slow_recognition_advises_a_smaller_model_once(
         slow = [e for e in h.peer.of_type("info") if e.get("event") == "asr_slow"]
         assert len(slow) == 1 and slow[0]["rtf"] > 1.5
         assert "smaller model" in slow[0]["message"]
+        nursery.cancel_scope.cancel()
+
+
+
+# -- speculative replies ----------------------------------------------------------------
+
+
+async def test_a_speculative_reply_leaves_with_the_final(
+    autojump_clock: trio.testing.MockClock, config: Config
+) -> None:
+    async with trio.open_nursery() as nursery:
+        h = await open_session(nursery, config)
+        h.peer.send_json(START)
+        await h.stream(speech(1200) + quiet(1500))
+        await h.peer.wait_for("tts_chunk")
+        t_final = h.peer.time_of("final_transcript")
+        # decode 62.5 ms + first token 125 ms + TTS 15.6 ms all fit in the
+        # 700 ms window: token and audio go out the instant the final does
+        assert h.peer.time_of("llm_token") == t_final
+        assert h.peer.time_of("tts_chunk") == t_final
+        kinds = types(h)
+        assert kinds.index("final_transcript") < kinds.index("llm_token")
+        await h.peer.wait_for("metrics")
+        assert len(h.session.ctx.memory) == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_speech_resuming_drops_the_speculative_reply_unheard(
+    autojump_clock: trio.testing.MockClock, config: Config
+) -> None:
+    llm = FakeLlm(first_token_s=0.125, token_s=0.03125)
+    async with trio.open_nursery() as nursery:
+        h = await open_session(nursery, config, make_engines(llm=llm))
+        h.peer.send_json(START)
+        # a 600 ms pause: the held reply starts and streams, then is dropped
+        await h.stream(speech(900) + quiet(600) + speech(900, 600.0) + quiet(1500))
+        await h.peer.wait_for("metrics")
+        assert llm.opened == 2 and llm.closed == 2
+        finals = h.peer.of_type("final_transcript")
+        assert len(finals) == 1
+        reply = "".join(t["text"] for t in h.peer.of_type("llm_token"))
+        assert reply == default_reply(finals[0]["text"])
+        assert [m["id"] for m in h.peer.of_type("metrics")] == [finals[0]["id"]]
+        assert h.session.ctx.memory.turns == ((finals[0]["text"], reply),)
         nursery.cancel_scope.cancel()

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
@@ -39,7 +40,7 @@ from voicetrio.engines.base import ENGINE_SAMPLE_RATE, VAD_FRAME_MS, EngineError
 from voicetrio.logs import log_event
 from voicetrio.metrics import TurnMetrics
 from voicetrio.protocol import ErrorCode
-from voicetrio.reply import Utterance
+from voicetrio.reply import Turn, Utterance
 from voicetrio.resample import Resampler
 
 if TYPE_CHECKING:
@@ -64,17 +65,25 @@ class _Frame:
 
 
 class _Decode:
-    """One final decode, started now or speculatively, awaited by the finalizer."""
+    """One final decode, started now or speculatively, awaited by the finalizer.
 
-    def __init__(self, pcm: bytes) -> None:
+    A speculative decode that found words also starts a *held* reply for
+    them (``turn``), so the answer is being written and spoken while the
+    silence window still runs; dropping the decode drops the reply unheard.
+    """
+
+    def __init__(self, pcm: bytes, metrics: TurnMetrics) -> None:
         self.pcm = pcm
+        self.metrics = metrics
         self.done = trio.Event()
         self.scope = trio.CancelScope()
         self.text: str | None = None
         self.error: EngineError | None = None
         self.elapsed_s = 0.0
+        self.turn: Turn | None = None
+        self.dropped = False
 
-    async def run(self, stage: AsrStage) -> None:
+    async def run(self, stage: AsrStage, *, speculative: bool = False) -> None:
         started = trio.current_time()
         try:
             with self.scope:
@@ -84,6 +93,17 @@ class _Decode:
         finally:
             self.elapsed_s = trio.current_time() - started
             self.done.set()
+        if speculative and self.text and not self.dropped and stage.start_held_turn is not None:
+            turn = await stage.start_held_turn(Utterance(self.text, "", self.metrics))
+            self.turn = turn
+            if turn is not None and self.dropped:
+                turn.cancel()
+
+    def drop(self) -> None:
+        self.dropped = True
+        self.scope.cancel()
+        if self.turn is not None:
+            self.turn.cancel()
 
 
 @dataclass(slots=True)
@@ -100,10 +120,12 @@ class AsrStage:
         ctx: SessionContext,
         utterances: trio.MemorySendChannel[Utterance] | None,
         on_speech_start: Callable[[], None],
+        start_held_turn: Callable[[Utterance], Awaitable[Turn | None]] | None = None,
     ) -> None:
         self.ctx = ctx
         self.utterances = utterances
         self.on_speech_start = on_speech_start
+        self.start_held_turn = start_held_turn
         config = ctx.config
         self.vad = ctx.engines.vad()
         # A VAD hangover already counts as silence-in-waiting: take it off the
@@ -252,13 +274,15 @@ class AsrStage:
             )
 
     def _start_speculative(self) -> None:
-        decode = _Decode(bytes(self._utterance))
+        if self._metrics is None:
+            return
+        decode = _Decode(bytes(self._utterance), self._metrics)
         self._speculative = decode
-        self._nursery.start_soon(decode.run, self)
+        self._nursery.start_soon(partial(decode.run, self, speculative=True))
 
     def _drop_speculative(self) -> None:
         if self._speculative is not None:
-            self._speculative.scope.cancel()
+            self._speculative.drop()
             self._speculative = None
 
     async def _close_utterance(
@@ -284,7 +308,7 @@ class AsrStage:
             )
         if metrics is None or not pcm:
             if speculative is not None:
-                speculative.scope.cancel()
+                speculative.drop()
             return
         log_event(
             self.ctx.sid,
@@ -298,7 +322,7 @@ class AsrStage:
         if speculative is not None:
             await finals.send(_PendingFinal(speculative, True, metrics, event.reason))
         else:
-            await finals.send(_PendingFinal(_Decode(pcm), False, metrics, event.reason))
+            await finals.send(_PendingFinal(_Decode(pcm, metrics), False, metrics, event.reason))
 
     async def _finalizer(self, pending: trio.MemoryReceiveChannel[_PendingFinal]) -> None:
         async with pending:
@@ -312,6 +336,7 @@ class AsrStage:
         else:
             await decode.run(self)
         if decode.error is not None or decode.text is None:
+            decode.drop()
             reason = str(decode.error) if decode.error else "decode cancelled"
             log_event(self.ctx.sid, "asr_fail", level=logging.WARNING, reason=reason)
             self.ctx.send(protocol.error(ErrorCode.ASR_FAIL, f"speech recognition failed: {reason}"))
@@ -319,6 +344,7 @@ class AsrStage:
         self._decoded(item.metrics, decode.elapsed_s, _seconds(decode.pcm))
         text = decode.text
         if not text:
+            decode.drop()
             if item.reason == "stop":
                 self.ctx.send(protocol.info("stop: no words recognized", event="no_speech"))
             log_event(self.ctx.sid, "final_empty", reason=item.reason)
@@ -329,7 +355,7 @@ class AsrStage:
             protocol.final_transcript(text, transcript_id), on_sent=item.metrics.mark_final
         )
         log_event(self.ctx.sid, "final", id=transcript_id, chars=len(text))
-        utterance = Utterance(text, transcript_id, item.metrics)
+        utterance = Utterance(text, transcript_id, item.metrics, turn=decode.turn)
         metrics = item.metrics
         if self.utterances is None:
             self.ctx.send_rendered(

@@ -57,6 +57,8 @@ class Config:
 
     # reply
     barge_in: bool = True
+    speculative_reply: bool = True
+    system_prompt: str = ""
     memory_max_turns: int = 8
     memory_max_chars: int = 4000
 
@@ -69,8 +71,14 @@ class Config:
     llm_timeout_s: float = 30.0
     llm_gap_timeout_s: float = 4.0
 
+    llm_threads: int = 0
+    llm_ctx_size: int = 2048
+
     # TTS
     tts_engine: str = "pyttsx3"
+    tts_voice: str = ""
+    tts_rate_wpm: int = 175
+    tts_volume: float = 1.0
     tts_max_phrase_length: int = 60
     tts_phrase_gap_ms: int = 700
     tts_timeout_s: float = 10.0
@@ -156,6 +164,10 @@ _BOUNDS: Final[dict[str, tuple[float, float]]] = {
     "openai_temperature": (0.0, 2.0),
     "llm_timeout_s": (1, 600),
     "llm_gap_timeout_s": (0.5, 600),
+    "llm_threads": (0, 64),
+    "llm_ctx_size": (256, 32768),
+    "tts_rate_wpm": (80, 450),
+    "tts_volume": (0.01, 1.0),
     "tts_max_phrase_length": (10, 1000),
     "tts_phrase_gap_ms": (50, 10_000),
     "tts_timeout_s": (0.5, 600),
@@ -172,6 +184,7 @@ _CHOICES: Final[dict[str, tuple[str, ...]]] = {
     "engines": ("fake", "real"),
     "fake_llm_mode": ("normal", "hang", "fail"),
     "log_level": ("DEBUG", "INFO", "WARNING", "ERROR"),
+    "tts_engine": ("pyttsx3", "piper", "fake"),
     "asr_compute_type": ("int8", "int8_float32", "int16", "float16", "float32", "default"),
 }
 

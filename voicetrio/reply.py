@@ -54,11 +54,16 @@ class Outcome(enum.Enum):
 
 @dataclass(slots=True)
 class Utterance:
-    """A final transcript, handed from the ASR stage to the reply stage."""
+    """A final transcript, handed from the ASR stage to the reply stage.
+
+    ``turn`` is the held reply already started for it during the silence
+    window (a speculative reply), which the reply stage adopts and releases.
+    """
 
     text: str
     transcript_id: str
     metrics: TurnMetrics
+    turn: Turn | None = None
 
 
 class LlmTimeout(Exception):
@@ -152,7 +157,9 @@ class Turn:
 
     async def _body(self) -> None:
         config = self.ctx.config
-        messages = self.ctx.memory.messages(SPOKEN_SYSTEM_PROMPT, self.utterance.text)
+        messages = self.ctx.memory.messages(
+            config.system_prompt or SPOKEN_SYSTEM_PROMPT, self.utterance.text
+        )
         delta_send, delta_recv = trio.open_memory_channel[str](0)
         phrase_send, phrase_recv = trio.open_memory_channel[str](config.max_pending_phrases)
         try:
@@ -220,12 +227,15 @@ class Turn:
                     except trio.EndOfChannel:
                         break
                     now = trio.current_time()
-                    if not got_first:
-                        got_first = True
-                        self.utterance.metrics.mark_first_token(now)
                     token_deadline = now + config.llm_gap_timeout_s
                     self.reply_text += delta
-                    self.emit(protocol.llm_token(delta))
+                    # t3 is when the first token reaches the socket: a held
+                    # reply's tokens wait for the end of the user's turn.
+                    self.emit(
+                        protocol.llm_token(delta),
+                        on_sent=None if got_first else self.utterance.metrics.mark_first_token,
+                    )
+                    got_first = True
                     for phrase in aggregator.push(delta, now * 1000):
                         await phrases.send(phrase)
                     continue

@@ -130,7 +130,12 @@ class Session:
                 if not self.lean:
                     utt_send, utt_recv = trio.open_memory_channel[Utterance](4)
                     nursery.start_soon(self._reply_stage, utt_recv)
-                stage = AsrStage(self.ctx, utt_send, self._on_speech_start)
+                stage = AsrStage(
+                    self.ctx,
+                    utt_send,
+                    self._on_speech_start,
+                    self._start_held_turn if self.config.speculative_reply else None,
+                )
                 nursery.start_soon(stage.run, inbox_recv)
                 nursery.start_soon(self._writer)
                 nursery.start_soon(self._reader, inbox_send)
@@ -313,13 +318,35 @@ class Session:
             log_event(self.sid, "barge_in", turn=turn.id, dropped=dropped, active=was_active)
             self.ctx.send(protocol.info("user spoke over the reply; stopping it", event="barge_in"))
 
+    async def _start_held_turn(self, utterance: Utterance) -> Turn | None:
+        """A reply for a turn the user may not have finished: output held."""
+        if self._nursery is None or self.draining or self.lean:
+            return None
+        if self.turn is not None and self.turn.active:
+            return None  # never two replies at once
+        self.turns_started += 1
+        turn: Turn = await self._nursery.start(
+            Turn(self.turns_started, utterance, self.ctx, held=True).run
+        )
+        return turn
+
     async def _reply_stage(self, utterances: trio.MemoryReceiveChannel[Utterance]) -> None:
         assert self._nursery is not None
         async with utterances:
             async for utterance in utterances:
+                held = utterance.turn
                 if self.draining:
+                    if held is not None:
+                        held.cancel()
                     continue
-                self.turns_started += 1
-                turn = Turn(self.turns_started, utterance, self.ctx)
-                self.turn = await self._nursery.start(turn.run)
+                if held is not None and held.outcome is not Outcome.CANCELLED:
+                    # The end of the user's turn is confirmed: the held reply
+                    # goes out as if it had started now, under the final's id.
+                    held.utterance.transcript_id = utterance.transcript_id
+                    self.turn = turn = held
+                    turn.release()
+                else:
+                    self.turns_started += 1
+                    turn = Turn(self.turns_started, utterance, self.ctx)
+                    self.turn = await self._nursery.start(turn.run)
                 await turn.finished.wait()

@@ -12,13 +12,24 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from voicetrio.config import Config
-from voicetrio.engines.base import AsrEngine, Engines, ModelLoadError
+from voicetrio.engines.base import (
+    AsrEngine,
+    ChatMessage,
+    Engines,
+    LlmEngine,
+    LlmError,
+    ModelLoadError,
+    SpeechAudio,
+    TtsEngine,
+    TtsError,
+)
 from voicetrio.logs import log_event
 
 if TYPE_CHECKING:
@@ -46,49 +57,58 @@ class EngineHost:
 
     def _build(self) -> Engines:
         config = self.config
-        from voicetrio.engines.fake import FakeLlm, FakeTts, fake_engines
+        from voicetrio.engines.fake import fake_engines
 
         if config.engines == "fake":
             return fake_engines(config, self.limiter)
         from voicetrio.engines.webrtc_vad import WebRtcVad
 
-        # The reply engines of the real set arrive with the LLM and TTS
-        # integration; until then it answers with the deterministic ones.
+        fake = fake_engines(config, self.limiter)
         return Engines(
             name="real",
             vad=functools.partial(WebRtcVad, config.vad_aggressiveness, config.vad_hangover_ms),
             asr=GatedAsr(self),
-            llm=FakeLlm(
-                first_token_s=config.fake_llm_first_token_ms / 1000,
-                token_s=config.fake_llm_token_ms / 1000,
-            ),
-            tts=FakeTts(delay_s=config.fake_tts_ms / 1000),
+            # Lean mode starts neither: nothing would ever call them.
+            llm=fake.llm if config.lean else GatedLlm(self),
+            tts=fake.tts if config.lean or config.tts_engine == "fake" else GatedTts(self),
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Load what needs loading; report at once, keep services up until cancelled."""
         task_status.started()
-        try:
-            await self._load()
-        except ModelLoadError as exc:
-            self.failure = exc
-            log_event(None, "model_load_fail", level=logging.ERROR, error=str(exc))
-            for hook in self.on_failure:
-                hook(exc)
-        finally:
-            self.loaded.set()
-        if self.failure is None:
-            log_event(None, "engines_ready", engines=self.engines.name)
+        async with trio.open_nursery() as nursery:
+            try:
+                await self._load(nursery)
+            except* ModelLoadError as group:
+                failure = group.exceptions[0]
+                assert isinstance(failure, ModelLoadError)
+                self.failure = failure
+                log_event(None, "model_load_fail", level=logging.ERROR, error=str(failure))
+                for hook in self.on_failure:
+                    hook(failure)
+                nursery.cancel_scope.cancel()
+            finally:
+                self.loaded.set()
+            if self.failure is None:
+                log_event(None, "engines_ready", engines=self.engines.name)
 
-    async def _load(self) -> None:
+    async def _load(self, nursery: trio.Nursery) -> None:
         if self._loader is not None:
             await self._loader(self)
             return
         if self.config.engines == "fake":
             return
-        asr = self.engines.asr
-        assert isinstance(asr, GatedAsr)
-        await asr.load()
+        engines = self.engines
+        # Everything loads at once: the model in a thread, the LLM server in
+        # its process, the speech engine on its own thread.
+        async with trio.open_nursery() as loading:
+            asr = engines.asr
+            assert isinstance(asr, GatedAsr)
+            loading.start_soon(asr.load)
+            if isinstance(engines.llm, GatedLlm):
+                loading.start_soon(engines.llm.start, nursery)
+            if isinstance(engines.tts, GatedTts):
+                loading.start_soon(engines.tts.start, nursery)
 
 
 class GatedAsr:
@@ -135,3 +155,99 @@ class GatedAsr:
         inner = await self._ready_inner()
         assert isinstance(inner, WhisperAsr)
         return await inner.transcribe_samples(samples, final=final)
+
+
+class GatedLlm:
+    """The configured OpenAI-compatible service, or the embedded one started here."""
+
+    def __init__(self, host: EngineHost) -> None:
+        self.host = host
+        self.inner: LlmEngine | None = None
+        self.server: Any = None
+
+    @property
+    def ready(self) -> bool:
+        if not self.host.ready or self.inner is None:
+            return False
+        server_ready = self.server is None or bool(self.server.ready)
+        return server_ready and bool(getattr(self.inner, "ready", True))
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        from voicetrio.engines.openai_llm import OpenAiLlm
+
+        config = self.host.config
+        if config.openai_base_url:
+            self.inner = OpenAiLlm(
+                base_url=config.openai_base_url,
+                api_key=config.openai_api_key,
+                model=config.openai_model,
+                max_tokens=config.openai_max_tokens,
+                temperature=config.openai_temperature,
+            )
+            log_event(None, "llm_service", base_url=config.openai_base_url, model=config.openai_model)
+            return
+        from voicetrio.engines.embedded_llm import SMOLLM2_MODEL_NAME, EmbeddedLlmServer
+
+        server = EmbeddedLlmServer(
+            ctx_size=config.llm_ctx_size, threads=config.llm_threads or None
+        )
+        base_url: str = await nursery.start(server.run)
+        self.server = server
+        self.inner = OpenAiLlm(
+            base_url=base_url,
+            api_key=server.api_key,
+            model=SMOLLM2_MODEL_NAME,
+            max_tokens=config.openai_max_tokens,
+            temperature=config.openai_temperature,
+        )
+        log_event(None, "llm_embedded", base_url=base_url, model=SMOLLM2_MODEL_NAME)
+
+    def stream(
+        self, messages: Sequence[ChatMessage]
+    ) -> AbstractAsyncContextManager[AsyncIterator[str]]:
+        return self._stream(messages)
+
+    @asynccontextmanager
+    async def _stream(self, messages: Sequence[ChatMessage]) -> AsyncIterator[AsyncIterator[str]]:
+        await self.host.loaded.wait()
+        if self.host.failure is not None or self.inner is None:
+            raise LlmError("the language model is not available")
+        async with self.inner.stream(messages) as deltas:
+            yield deltas
+
+
+class GatedTts:
+    """pyttsx3 (or piper) on its own thread, started here."""
+
+    def __init__(self, host: EngineHost) -> None:
+        self.host = host
+        self.inner: TtsEngine | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.host.ready and self.inner is not None and bool(getattr(self.inner, "ready", True))
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        config = self.host.config
+        engine: Any
+        if config.tts_engine == "piper":
+            from voicetrio.engines.piper_tts import PiperTts
+
+            engine = PiperTts(volume=config.tts_volume)
+        else:
+            from voicetrio.engines.pyttsx3_tts import Pyttsx3Tts
+
+            engine = Pyttsx3Tts(
+                voice=config.tts_voice or None,
+                rate_wpm=config.tts_rate_wpm,
+                volume=config.tts_volume,
+            )
+        await nursery.start(engine.run)
+        self.inner = engine
+        log_event(None, "tts_ready", engine=config.tts_engine)
+
+    async def synthesize(self, text: str) -> SpeechAudio:
+        await self.host.loaded.wait()
+        if self.host.failure is not None or self.inner is None:
+            raise TtsError("speech synthesis is not available")
+        return await self.inner.synthesize(text)

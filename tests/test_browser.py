@@ -1,0 +1,231 @@
+"""The page in a real browser: headless Chromium, a spoken WAV as its microphone.
+
+Chromium's fake capture device plays the WAV into getUserMedia (once:
+``%noloop``; the WAV also ends in 6 s of silence, so nothing is said again
+while the reply plays and no barge-in can happen). The page's AudioWorklet
+resamples the context's 44.1/48 kHz to 16 kHz, the real server (Whisper
+tiny.en, webrtcvad) transcribes it, and the page plays the reply's speech.
+The tests wait on ``window.voicetrio`` with ``wait_for_function``; they never
+sleep.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import pytest
+
+from tests.browser_helpers import (
+    ServerThread,
+    chromium_page,
+    require_browser,
+    running_server,
+    save_screenshot,
+)
+from tests.speech import SENTENCES, normalize, say
+from voicetrio.audio import silence, write_wav
+from voicetrio.config import Config
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
+SENTENCE: Final = SENTENCES[1]  # "What is the weather going to be like in London tomorrow morning?"
+KEY_WORDS: Final = {"weather", "london", "tomorrow"}
+TURN_TIMEOUT_MS: Final = 40_000
+
+
+@pytest.fixture(scope="module")
+def spoken_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """0.5 s of silence, the question, 6 s of silence: 16 kHz mono."""
+    pcm = silence(500) + say(SENTENCE) + silence(6000)
+    path = tmp_path_factory.mktemp("microphone") / "question.wav"
+    write_wav(path, pcm, 16000)
+    return path
+
+
+@pytest.fixture(scope="module")
+def full_server() -> Iterator[ServerThread]:
+    require_browser()
+    with running_server(Config(port=0, engines="real")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def lean_server() -> Iterator[ServerThread]:
+    require_browser()
+    with running_server(Config(port=0, engines="real", lean=True)) as server:
+        yield server
+
+
+def wait(page: Page, condition: str, timeout_ms: float = 20_000) -> None:
+    """Waits until ``condition`` (JS, with ``v`` bound to window.voicetrio) holds."""
+    page.wait_for_function(
+        f"() => {{ const v = window.voicetrio; return Boolean(v && ({condition})); }}",
+        timeout=timeout_ms,
+    )
+
+
+def state(page: Page) -> dict[str, Any]:
+    value: dict[str, Any] = page.evaluate(
+        """() => {
+            const v = window.voicetrio;
+            return {state: v.state, lean: v.lean, playing: v.playing, queued: v.queued,
+                    chunksPlayed: v.chunksPlayed, chunksReceived: v.chunksReceived,
+                    inputRate: v.inputRate, framesSent: v.framesSent, errors: v.errors,
+                    partials: v.partials,
+                    notices: v.notices, reconnects: v.reconnects,
+                    turns: v.turns.map(({t0, ...turn}) => turn)};
+        }"""
+    )
+    return value
+
+
+def open_page(page: Page, url: str) -> None:
+    page.goto(url)
+    wait(page, "v.state === 'ready'")
+
+
+def speak_and_wait_for_final(page: Page) -> dict[str, Any]:
+    page.click("#start")
+    wait(page, "v.state === 'listening'")
+    wait(page, "v.turns.length >= 1", TURN_TIMEOUT_MS)
+    final = page.inner_text("#final")
+    assert set(normalize(final)) >= KEY_WORDS, final
+    return state(page)
+
+
+def assert_no_page_errors(errors: list[str]) -> None:
+    assert errors == [], errors
+
+
+def test_a_spoken_question_gets_a_written_and_spoken_reply(
+    full_server: ServerThread, spoken_wav: Path, tmp_path: Path
+) -> None:
+    with chromium_page(spoken_wav, tmp_path / "profile") as (page, errors):
+        open_page(page, f"{full_server.base_url}/?audio=wav")
+        assert page.inner_text("#mode") == "Voice assistant"
+        assert page.is_visible("#reply")
+
+        first = speak_and_wait_for_final(page)
+        # The worklet did resample: the context runs at the device's rate.
+        assert first["inputRate"] in (44100, 48000)
+        assert first["framesSent"] > 0
+        # Partials streamed while the question was spoken; the final replaced them.
+        assert first["partials"] >= 1 and page.is_hidden("#partial")
+        assert page.get_attribute("#meter", "data-live") == "true"
+        wait(page, "v.chunksPlayed >= 1")
+        page.click("#stop")
+        wait(page, "v.turns[0].done", TURN_TIMEOUT_MS)
+
+        final = state(page)
+        (turn,) = final["turns"]
+        assert turn["status"] == "done"
+        assert turn["reply"].strip() and page.inner_text("#reply") == turn["reply"]
+        assert turn["chunks"] >= 1 and final["chunksPlayed"] >= 1
+        assert page.inner_text("#final") == turn["user"]
+        # Both clocks in the latency panel: the page's and the server's metrics.
+        for key in ("final_ms", "first_token_ms", "first_audio_ms", "heard_ms"):
+            assert turn["client"][key] is not None and turn["client"][key] > 0, key
+        for key in ("final_ms", "first_token_ms", "first_audio_ms"):
+            assert turn["server"][key] is not None and turn["server"][key] > 0, key
+        assert page.locator("#latency tbody tr").count() == 1
+        assert "barge_in" not in final["notices"]
+        assert [e for e in final["errors"]] == []
+        # The conversation lists the turn: the user's words and the reply.
+        assert page.locator("#turns .turn").count() == 1
+        assert page.inner_text("#turns .bubble.user .text") == turn["user"]
+
+        save_screenshot(page, tmp_path, "browser-full-turn.png")
+        assert_no_page_errors(errors)
+
+
+def test_cancel_mid_reply_stops_playback_at_once(
+    full_server: ServerThread, spoken_wav: Path, tmp_path: Path
+) -> None:
+    # Reply audio as binary pcm16 frames (the page's default).
+    with chromium_page(spoken_wav, tmp_path / "profile") as (page, errors):
+        open_page(page, full_server.base_url)
+        speak_and_wait_for_final(page)
+        wait(page, "v.chunksPlayed >= 1 && v.playing")
+
+        page.click("#cancel")
+        after = state(page)
+        assert after["playing"] is False and after["queued"] == 0
+        played = after["chunksPlayed"]
+        # The server answers: the turn was cancelled, or it had already been
+        # fully sent (then only playback had anything left to stop).
+        wait(
+            page,
+            "v.errors.some((e) => e.code === 'CANCELLED') || v.notices.includes('nothing_to_cancel')",
+        )
+        page.click("#stop")
+        wait(page, "v.state === 'ready'")
+        settled = state(page)
+        assert settled["playing"] is False and settled["queued"] == 0
+        assert settled["chunksPlayed"] == played
+        assert page.inner_text("#activity") != "Speaking…"
+        assert_no_page_errors(errors)
+
+
+def test_lean_mode_shows_transcripts_only(
+    lean_server: ServerThread, spoken_wav: Path, tmp_path: Path
+) -> None:
+    with chromium_page(spoken_wav, tmp_path / "profile") as (page, errors):
+        open_page(page, lean_server.base_url)
+        wait(page, "v.lean === true")
+        assert page.inner_text("#mode") == "Transcription only"
+        assert not page.is_visible("#reply")
+
+        speak_and_wait_for_final(page)
+        wait(page, "v.turns[0].done", TURN_TIMEOUT_MS)
+        page.click("#stop")
+        wait(page, "v.state === 'ready'")
+
+        final = state(page)
+        (turn,) = final["turns"]
+        assert turn["status"] == "transcribed" and turn["reply"] == ""
+        assert turn["server"]["final_ms"] is not None
+        assert final["chunksReceived"] == 0 and final["chunksPlayed"] == 0
+        assert not page.is_visible("#reply")
+        assert not page.is_visible("#turns .bubble.assistant")
+
+        save_screenshot(page, tmp_path, "browser-lean-turn.png")
+        assert_no_page_errors(errors)
+
+
+def test_a_dropped_socket_silences_the_page_and_it_reconnects(
+    spoken_wav: Path, tmp_path: Path
+) -> None:
+    require_browser()
+    # The deterministic engines: this is about the socket, not the speech.
+    config = Config(port=0, engines="fake", shutdown_grace_s=0.5)
+    server = ServerThread(config).start()
+    try:
+        with chromium_page(spoken_wav, tmp_path / "profile") as (page, errors):
+            open_page(page, server.base_url)
+            page.click("#start")
+            wait(page, "v.chunksPlayed >= 1 && v.playing", TURN_TIMEOUT_MS)
+
+            port = server.port
+            server.stop()
+            wait(page, "v.state === 'reconnecting'")
+            dropped = state(page)
+            assert dropped["playing"] is False and dropped["queued"] == 0
+            assert "retrying" in page.inner_text("#status")
+            assert page.is_disabled("#start")
+
+            server = ServerThread(config.replace(port=port)).start()
+            wait(page, "v.state === 'ready' && v.reconnects >= 1")
+            assert page.is_enabled("#start")
+            assert state(page)["playing"] is False
+            # Push to talk on the new connection: hold Space, let go.
+            page.keyboard.down("Space")
+            wait(page, "v.state === 'listening'")
+            page.keyboard.up("Space")
+            wait(page, "v.state === 'ready' && v.notices.includes('no_speech')")
+            # The browser reports each refused reconnect attempt itself.
+            assert_no_page_errors([e for e in errors if "WebSocket connection" not in e])
+    finally:
+        server.stop()
