@@ -224,3 +224,15 @@ def test_no_text_lost_with_gap_flushes(seed: int) -> None:
         assert (deadline is None) == (agg.pending == "")
     phrases += agg.flush()
     _assert_same_text(phrases, text, max_length)
+
+
+def test_the_first_phrase_can_be_shorter() -> None:
+    agg = PhraseAggregator(max_length=30, first_max_length=12)
+    text = "one two three four five six seven eight nine ten eleven twelve thirteen"
+    out: list[str] = []
+    for i, word in enumerate(text.split()):
+        out += agg.push(("" if i == 0 else " ") + word, now_ms=float(i))
+    out += agg.flush()
+    assert out[0] == "one two"  # cut at the last space within 12 characters
+    assert all(len(p) <= 30 for p in out[1:]) and len(out[1]) > 12
+    assert " ".join(out) == text

@@ -80,6 +80,7 @@ class Config:
     tts_rate_wpm: int = 175
     tts_volume: float = 1.0
     tts_max_phrase_length: int = 60
+    tts_first_phrase_length: int = 40
     tts_phrase_gap_ms: int = 700
     tts_timeout_s: float = 10.0
     max_pending_phrases: int = 5
@@ -169,6 +170,7 @@ _BOUNDS: Final[dict[str, tuple[float, float]]] = {
     "tts_rate_wpm": (80, 450),
     "tts_volume": (0.01, 1.0),
     "tts_max_phrase_length": (10, 1000),
+    "tts_first_phrase_length": (10, 1000),
     "tts_phrase_gap_ms": (50, 10_000),
     "tts_timeout_s": (0.5, 600),
     "max_pending_phrases": (1, 1000),

@@ -36,13 +36,21 @@ TERMINATORS: Final = frozenset(".?!;:")
 
 
 class PhraseAggregator:
-    def __init__(self, max_length: int = 60, gap_ms: int = 700) -> None:
+    def __init__(
+        self, max_length: int = 60, gap_ms: int = 700, first_max_length: int | None = None
+    ) -> None:
         if max_length < 1:
             raise ValueError(f"max_length must be at least 1, got {max_length}")
+        if first_max_length is not None and first_max_length < 1:
+            raise ValueError(f"first_max_length must be at least 1, got {first_max_length}")
         if gap_ms < 0:
             raise ValueError(f"gap_ms must not be negative, got {gap_ms}")
         self.max_length = max_length
+        # The first phrase may be cut shorter: the sooner it is complete, the
+        # sooner the reply is heard; the rest is spoken while it plays.
+        self.first_max_length = first_max_length
         self.gap_ms = gap_ms
+        self.phrases_out = 0
         # Invariant between calls: no leading whitespace (it would belong to a
         # joint) and no cut that rules 1 or 2 could make.
         self._pending = ""
@@ -80,7 +88,10 @@ class PhraseAggregator:
         phrase = self._pending.strip()
         self._pending = ""
         self._last_delta_ms = None
-        return [phrase] if phrase else []
+        if not phrase:
+            return []
+        self.phrases_out += 1
+        return [phrase]
 
     def _split(self) -> list[str]:
         phrases: list[str] = []
@@ -92,11 +103,14 @@ class PhraseAggregator:
                 return phrases
             # text[0] is not whitespace, so the phrase is never blank.
             phrases.append(text[:cut].rstrip())
+            self.phrases_out += 1
             self._pending = text[cut:]
 
     def _cut(self, text: str) -> int | None:
         """Length of the phrase at the head of ``text``, None if not decided yet."""
         limit = self.max_length
+        if self.phrases_out == 0 and self.first_max_length is not None:
+            limit = min(limit, self.first_max_length)
         for i, char in enumerate(text[:limit]):
             if char in TERMINATORS and i + 1 < len(text) and text[i + 1].isspace():
                 return i + 1

@@ -211,7 +211,9 @@ class Turn:
     ) -> None:
         config = self.ctx.config
         aggregator = PhraseAggregator(
-            max_length=config.tts_max_phrase_length, gap_ms=config.tts_phrase_gap_ms
+            max_length=config.tts_max_phrase_length,
+            gap_ms=config.tts_phrase_gap_ms,
+            first_max_length=config.tts_first_phrase_length,
         )
         started = trio.current_time()
         total_deadline = started + config.llm_timeout_s

@@ -328,6 +328,7 @@ class Session:
         turn: Turn = await self._nursery.start(
             Turn(self.turns_started, utterance, self.ctx, held=True).run
         )
+        log_event(self.sid, "turn_held", turn=turn.id)
         return turn
 
     async def _reply_stage(self, utterances: trio.MemoryReceiveChannel[Utterance]) -> None:
@@ -345,6 +346,7 @@ class Session:
                     held.utterance.transcript_id = utterance.transcript_id
                     self.turn = turn = held
                     turn.release()
+                    log_event(self.sid, "turn_released", turn=turn.id)
                 else:
                     self.turns_started += 1
                     turn = Turn(self.turns_started, utterance, self.ctx)

@@ -31,6 +31,7 @@ from voicetrio.engines.base import (
     TtsError,
 )
 from voicetrio.logs import log_event
+from voicetrio.reply import SPOKEN_SYSTEM_PROMPT
 
 if TYPE_CHECKING:
     from voicetrio.engines.whisper import Samples
@@ -193,13 +194,27 @@ class GatedLlm:
         )
         base_url: str = await nursery.start(server.run)
         self.server = server
-        self.inner = OpenAiLlm(
+        llm = OpenAiLlm(
             base_url=base_url,
             api_key=server.api_key,
             model=SMOLLM2_MODEL_NAME,
             max_tokens=config.openai_max_tokens,
             temperature=config.openai_temperature,
         )
+        # A fresh llama.cpp server answers its first request ~0.3 s slower
+        # (allocations, the system prompt's first evaluation, which its prompt
+        # cache then keeps): pay that before /health says ready, not in a turn.
+        warm_up: list[ChatMessage] = [
+            {"role": "system", "content": config.system_prompt or SPOKEN_SYSTEM_PROMPT},
+            {"role": "user", "content": "Hello."},
+        ]
+        try:
+            async with llm.stream(warm_up) as deltas:
+                async for _ in deltas:
+                    break
+        except LlmError as exc:
+            raise ModelLoadError(f"the embedded language model does not answer: {exc}") from exc
+        self.inner = llm
         log_event(None, "llm_embedded", base_url=base_url, model=SMOLLM2_MODEL_NAME)
 
     def stream(
