@@ -136,6 +136,7 @@ def test_fatal_codes() -> None:
         ErrorCode.PROTOCOL_VIOLATION,
         ErrorCode.INTERNAL,
         ErrorCode.MODEL_LOAD_FAIL,
+        ErrorCode.SERVER_BUSY,
     } == protocol.FATAL_CODES
     for code in ErrorCode:
         assert protocol.error(code, "m")["recoverable"] is (code not in protocol.FATAL_CODES)

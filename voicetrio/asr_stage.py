@@ -258,7 +258,7 @@ class AsrStage:
                 except EngineError as exc:
                     log_event(self.ctx.sid, "partial_fail", level=logging.WARNING, reason=str(exc))
                 else:
-                    self._decoded(metrics, trio.current_time() - started, _seconds(pcm))
+                    self._decoded(metrics, trio.current_time() - started, _seconds(pcm), "partial")
         finally:
             # Whatever happened, this utterance may have its next partial.
             if generation == self._generation:
@@ -341,7 +341,7 @@ class AsrStage:
             log_event(self.ctx.sid, "asr_fail", level=logging.WARNING, reason=reason)
             self.ctx.send(protocol.error(ErrorCode.ASR_FAIL, f"speech recognition failed: {reason}"))
             return
-        self._decoded(item.metrics, decode.elapsed_s, _seconds(decode.pcm))
+        self._decoded(item.metrics, decode.elapsed_s, _seconds(decode.pcm), "final")
         text = decode.text
         if not text:
             decode.drop()
@@ -364,7 +364,10 @@ class AsrStage:
         else:
             await self.utterances.send(utterance)
 
-    def _decoded(self, metrics: TurnMetrics | None, decode_s: float, audio_s: float) -> None:
+    def _decoded(
+        self, metrics: TurnMetrics | None, decode_s: float, audio_s: float, kind: str
+    ) -> None:
+        self.ctx.observer.decode(kind, decode_s, audio_s)
         if metrics is not None:
             metrics.add_decode(decode_s, audio_s)
         slow = audio_s > 0 and decode_s / audio_s > SLOW_RTF

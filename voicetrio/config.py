@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -34,6 +35,14 @@ class Config:
     engines: EngineSet = "real"
     lean: bool = False
     shutdown_grace_s: float = 5.0
+
+    # admission and access
+    max_sessions: int = 0  # 0: sized for the machine, see effective_max_sessions
+    busy_retry_after_s: float = 5.0
+    auth_tokens: str = field(default="", repr=False)
+    allowed_origins: str = ""
+    audio_burst_s: float = 60.0
+    audio_rate_factor: float = 2.0
 
     # audio in
     max_frame_bytes: int = 192_000
@@ -101,6 +110,16 @@ class Config:
     fake_tts_ms: int = 10
 
     @property
+    def effective_max_sessions(self) -> int:
+        """Open sessions the server admits: idle ones cost little, talking ones
+        cost decode time, so the real engines get far fewer per core."""
+        if self.max_sessions:
+            return self.max_sessions
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        per_core = 256 if self.engines == "fake" or self.lean else 8
+        return per_core * cores
+
+    @property
     def llm_first_token_timeout_s(self) -> float:
         return min(5.0, self.llm_timeout_s / 2)
 
@@ -127,7 +146,7 @@ class Config:
         return validate(dataclasses.replace(self, **changes))
 
 
-SECRET_FIELDS: Final = ("openai_api_key",)
+SECRET_FIELDS: Final = ("openai_api_key", "auth_tokens")
 #: Client audio between these rates is resampled to 16 kHz on the server.
 MIN_SAMPLE_RATE: Final = 8000
 MAX_SAMPLE_RATE: Final = 48000
@@ -144,6 +163,10 @@ _ENV_NAMES: Final = {
 # (low, high) inclusive, for numeric settings.
 _BOUNDS: Final[dict[str, tuple[float, float]]] = {
     "port": (0, 65535),
+    "max_sessions": (0, 100_000),
+    "busy_retry_after_s": (0, 3600),
+    "audio_burst_s": (1, 3600),
+    "audio_rate_factor": (1.0, 100.0),
     "shutdown_grace_s": (0, 300),
     "max_frame_bytes": (640, 16 * 1024 * 1024),
     "max_text_bytes": (256, 1024 * 1024),

@@ -51,8 +51,11 @@ class OutItem:
 
 
 class OutboundQueue:
-    def __init__(self, soft_messages: int, hard_bytes: int) -> None:
+    def __init__(
+        self, soft_messages: int, hard_bytes: int, on_drop: Callable[[], None] | None = None
+    ) -> None:
         self.soft_messages = soft_messages
+        self.on_drop = on_drop
         self.hard_bytes = hard_bytes
         self._items: deque[OutItem] = deque()
         self._bytes = 0
@@ -88,6 +91,8 @@ class OutboundQueue:
                 self._items.remove(queued)
                 self._bytes -= queued.nbytes
                 self.dropped_partials += 1
+                if self.on_drop is not None:
+                    self.on_drop()
                 return
 
     def pop(self) -> OutItem | None:

@@ -46,12 +46,18 @@ class ErrorCode(enum.StrEnum):
     BACKPRESSURE = "BACKPRESSURE"
     UNSUPPORTED_SAMPLE_RATE = "UNSUPPORTED_SAMPLE_RATE"
     CANCELLED = "CANCELLED"
+    SERVER_BUSY = "SERVER_BUSY"
 
 
 #: Codes after which the server closes the connection. Everything else is
 #: recoverable: the session keeps its state and goes on.
 FATAL_CODES: Final = frozenset(
-    {ErrorCode.PROTOCOL_VIOLATION, ErrorCode.INTERNAL, ErrorCode.MODEL_LOAD_FAIL}
+    {
+        ErrorCode.PROTOCOL_VIOLATION,
+        ErrorCode.INTERNAL,
+        ErrorCode.MODEL_LOAD_FAIL,
+        ErrorCode.SERVER_BUSY,
+    }
 )
 
 

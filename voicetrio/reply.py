@@ -147,6 +147,7 @@ class Turn:
                 await self._body()
         finally:
             self.finished.set()
+            self.ctx.observer.turn(self.outcome.value)
             log_event(
                 self.ctx.sid,
                 "turn_end",
@@ -190,11 +191,18 @@ class Turn:
         tid = self.utterance.transcript_id
         # Rendered when written, so that t4 (first audio actually sent) is
         # known even if the chunk was still queued when the turn ended.
-        self._gate(
-            lambda: self.ctx.send_rendered(
-                lambda: protocol.metrics({"id": tid, **metrics.fields()}), turn=self.id
+        observer = self.ctx.observer
+
+        def render() -> JsonDict:
+            fields = metrics.fields()
+            t2, t3, t4 = (fields[k] for k in ("t2_final_ms", "t3_first_token_ms", "t4_first_audio_ms"))
+            observer.reply_latency(
+                None if t2 is None or t3 is None else (t3 - t2) / 1000,
+                None if t2 is None or t4 is None else (t4 - t2) / 1000,
             )
-        )
+            return protocol.metrics({"id": tid, **fields})
+
+        self._gate(lambda: self.ctx.send_rendered(render, turn=self.id))
 
     async def _llm_reader(
         self, messages: list[ChatMessage], out: trio.MemorySendChannel[str]

@@ -19,15 +19,18 @@ from typing import Any
 import trio
 from hypercorn.config import Config as HyperConfig
 from hypercorn.trio import serve as hypercorn_serve
-from quart import Response, jsonify, send_from_directory, websocket
+from prometheus_client import CONTENT_TYPE_LATEST
+from quart import Response, jsonify, request, send_from_directory, websocket
 from quart_trio import QuartTrio
 
 from voicetrio import __version__, http_api, protocol
+from voicetrio.access import AccessPolicy
 from voicetrio.config import Config
 from voicetrio.engines.base import Engines, ModelLoadError
 from voicetrio.engines.registry import EngineHost
 from voicetrio.logs import log_event
 from voicetrio.outbound import Frame
+from voicetrio.prom import PromObserver
 from voicetrio.protocol import CloseCode, ErrorCode
 from voicetrio.session import Session, TransportClosed
 
@@ -49,6 +52,13 @@ class Hub:
         self.host = host or EngineHost(config)
         self.host.on_failure.append(self._model_failed)
         self.sessions_total = 0
+        self.max_sessions = config.effective_max_sessions
+        self.observer = PromObserver()
+        self.observer.watch(
+            depth=lambda: sum(len(s.outbox.queue) for s in self.sessions),
+            nbytes=lambda: sum(s.outbox.queue.nbytes for s in self.sessions),
+            sessions=lambda: len(self.sessions),
+        )
 
     @property
     def engines(self) -> Engines:
@@ -75,8 +85,22 @@ class Hub:
             )
             await session.transport.close(CloseCode.INTERNAL_ERROR, "model failed to load")
             return
+        if len(self.sessions) >= self.max_sessions:
+            # Refuse at once, with a hint, so a client (or a balancer) retries
+            # elsewhere or later instead of waiting on a server that is full.
+            self.observer.rejected.labels(reason="busy").inc()
+            log_event(None, "session_refused", reason="busy", sessions=len(self.sessions))
+            busy = protocol.error(
+                ErrorCode.SERVER_BUSY,
+                f"the server is at capacity ({self.max_sessions} sessions); try again later",
+            )
+            busy["retry_after_s"] = self.config.busy_retry_after_s
+            await session.transport.send(protocol.encode(busy))
+            await session.transport.close(CloseCode.TRY_AGAIN_LATER, "server busy")
+            return
         self.sessions.add(session)
         self.sessions_total += 1
+        self.observer.sessions_total.inc()
         try:
             await session.run()
         finally:
@@ -126,6 +150,19 @@ def create_app(config: Config, hub: Hub) -> QuartTrio:
         # models load.
         await app.nursery.start(hub.host.run)
 
+    policy = AccessPolicy.from_settings(config.auth_tokens, config.allowed_origins)
+
+    @app.before_request
+    async def check_access() -> tuple[Response, int] | None:
+        # Open: the page, its files and /health (load balancers probe it).
+        if request.path == "/" or request.path.startswith("/static/") or request.path == "/health":
+            return None
+        denied = policy.check(dict(request.headers.items()))
+        if denied is None:
+            return None
+        hub.observer.rejected.labels(reason=denied.code.lower()).inc()
+        return jsonify({"error": {"code": denied.code, "message": denied.message}}), denied.status
+
     @app.get("/health")
     async def health() -> tuple[Response, int]:
         body = {
@@ -133,6 +170,9 @@ def create_app(config: Config, hub: Hub) -> QuartTrio:
             "version": __version__,
             "mode": "lean" if config.lean else "full",
             "sessions": len(hub.sessions),
+            "max_sessions": hub.max_sessions,
+            "load": round(len(hub.sessions) / hub.max_sessions, 3),
+            "accepting": hub.ready and len(hub.sessions) < hub.max_sessions,
             "sessions_total": hub.sessions_total,
             "engines": {"set": hub.engines.name, "ready": hub.engines.readiness()},
         }
@@ -141,6 +181,10 @@ def create_app(config: Config, hub: Hub) -> QuartTrio:
     @app.get("/api/stream_config")
     async def stream_config() -> Response:
         return jsonify(config.public_dict())
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(hub.observer.exposition(), content_type=CONTENT_TYPE_LATEST)
 
     @app.get("/")
     async def index() -> Response:
@@ -151,11 +195,22 @@ def create_app(config: Config, hub: Hub) -> QuartTrio:
         # send_from_directory refuses any path that leaves static_root (404).
         return await send_from_directory(static_root, filename)
 
-    async def ws_handler() -> None:
+    async def ws_handler() -> Response | tuple[Response, int] | None:
+        # Refused before the handshake completes: no session, no work.
+        denied = policy.check(
+            dict(websocket.headers.items()), websocket.args.to_dict(), websocket=True
+        )
+        if denied is not None:
+            hub.observer.rejected.labels(reason=denied.code.lower()).inc()
+            log_event(None, "session_refused", reason=denied.code)
+            return jsonify({"error": {"code": denied.code, "message": denied.message}}), denied.status
         await websocket.accept()
         ws: Any = websocket
-        session = Session(QuartTransport(ws._get_current_object()), config, hub.engines)
+        session = Session(
+            QuartTransport(ws._get_current_object()), config, hub.engines, observer=hub.observer
+        )
         await hub.run_session(session)
+        return None
 
     http_api.register(app, config, hub.host)
     app.websocket("/ws")(ws_handler)

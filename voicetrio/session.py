@@ -25,11 +25,13 @@ import trio
 
 from voicetrio import protocol
 from voicetrio.asr_stage import AsrStage, StageInput
+from voicetrio.budget import AudioBudget
 from voicetrio.config import Config
 from voicetrio.engines.base import Engines
 from voicetrio.logs import log_event
 from voicetrio.memory import ConversationMemory
 from voicetrio.outbound import Frame, OutboundQueue, Outbox, OutItem, Pressure
+from voicetrio.prom import Observer
 from voicetrio.protocol import CloseCode, ErrorCode, JsonDict, ProtocolError
 from voicetrio.reply import Outcome, Turn, Utterance
 
@@ -63,6 +65,7 @@ class SessionContext:
     outbox: Outbox
     memory: ConversationMemory
     send_hook: Callable[[OutItem], None]
+    observer: Observer = field(default_factory=Observer)
     audio_format: protocol.AudioFormat = "wav"
     stats: dict[str, int] = field(default_factory=dict)
 
@@ -75,6 +78,9 @@ class SessionContext:
         turn: int | None = None,
         on_sent: Callable[[float], None] | None = None,
     ) -> None:
+        code = event.get("code")
+        if code is not None:
+            self.observer.event_code(str(code))
         text = protocol.encode(event)
         frames: tuple[Frame, ...] = (text,) if binary is None else (text, binary)
         self.send_hook(OutItem(frames, droppable=droppable, turn=turn, on_sent=on_sent))
@@ -91,12 +97,20 @@ class Session:
         engines: Engines,
         *,
         session_id: str | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.sid = session_id or uuid.uuid4().hex[:12]
+        observer = observer or Observer()
         self.transport = transport
         self.config = config
         self.machine = protocol.ProtocolMachine(config.limits)
-        self.outbox = Outbox(OutboundQueue(config.backpressure_threshold, config.backpressure_hard_bytes))
+        self.outbox = Outbox(
+            OutboundQueue(
+                config.backpressure_threshold,
+                config.backpressure_hard_bytes,
+                on_drop=observer.dropped_partial,
+            )
+        )
         self.ctx = SessionContext(
             sid=self.sid,
             config=config,
@@ -104,7 +118,9 @@ class Session:
             outbox=self.outbox,
             memory=ConversationMemory(config.memory_max_turns, config.memory_max_chars),
             send_hook=self._put,
+            observer=observer,
         )
+        self._audio = AudioBudget(config.audio_burst_s, config.audio_rate_factor)
         self.turn: Turn | None = None
         self.turns_started = 0
         self.closed = trio.Event()
@@ -112,6 +128,7 @@ class Session:
         self.draining = False
         self._nursery: trio.Nursery | None = None
         self._closing = False
+        self._throttle_told = False
 
     @property
     def lean(self) -> bool:
@@ -288,7 +305,27 @@ class Session:
                 if isinstance(message, protocol.Start):
                     self.ctx.audio_format = message.audio_format
                     self.ctx.send(protocol.protocol_hello(self.sid, mode="lean" if self.lean else "full"))
+                elif isinstance(message, protocol.Audio):
+                    await self._pace(message, now)
                 await inbox.send((message, now))
+
+    async def _pace(self, audio: protocol.Audio, now: float) -> None:
+        # Faster than real time beyond a burst: stop reading until the budget
+        # refills, so the client's own socket slows it down; tell it once.
+        rate = self.machine.sample_rate or 16000
+        wait_s = self._audio.spend(len(audio.pcm) / 2 / rate, now)
+        if wait_s > 0:
+            if not self._throttle_told:
+                self._throttle_told = True
+                log_event(self.sid, "audio_throttled", wait_s=round(wait_s, 3))
+                self.ctx.send(
+                    protocol.info(
+                        "audio is arriving faster than real time; reading it more slowly",
+                        event="audio_throttled",
+                        max_rate=self.config.audio_rate_factor,
+                    )
+                )
+            await trio.sleep(wait_s)
 
     def _refuse(self, exc: ProtocolError) -> None:
         log_event(self.sid, "bad_input", level=logging.INFO, code=str(exc.code), reason=exc.reason)
