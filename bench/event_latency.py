@@ -19,9 +19,9 @@ from functools import partial
 
 import trio
 
+from tests.conftest import FAST_FAKE
 from voicetrio.audio import tone
 from voicetrio.client import VoiceClient, connect
-from voicetrio.config import Config
 from voicetrio.server import Running, serve
 
 RATE = 16000
@@ -82,14 +82,7 @@ async def run_sessions(url: str, turns: int, sessions: int) -> dict[str, list[fl
 
 
 async def main(turns: int, sessions: int) -> None:
-    config = Config(
-        port=0,
-        engines="fake",
-        fake_asr_ms=0,
-        fake_llm_first_token_ms=0,
-        fake_llm_token_ms=0,
-        fake_tts_ms=0,
-    )
+    config = FAST_FAKE
     async with trio.open_nursery() as nursery:
         running: Running = await nursery.start(partial(serve, config))
         # warm-up turn: imports, first allocations

@@ -165,6 +165,18 @@ class Harness:
         await trio.sleep_until(start + len(pcm) / 2 / RATE)
 
 
+#: A server on the deterministic engines with no delays, on a free port.
+FAST_FAKE = Config(
+    port=0,
+    engines="fake",
+    fake_asr_ms=0,
+    fake_llm_first_token_ms=0,
+    fake_llm_token_ms=0,
+    fake_tts_ms=0,
+    shutdown_grace_s=2.0,
+)
+
+
 @pytest.fixture
 def config() -> Config:
     return Config(partial_interval_ms=500, vad_silence_ms=700)

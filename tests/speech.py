@@ -7,6 +7,7 @@ each one is synthesized once per test process and kept in memory.
 
 from __future__ import annotations
 
+import io
 import re
 import shutil
 import subprocess
@@ -14,6 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Final
 
+import av
+import numpy as np
 import pytest
 
 from voicetrio.audio import read_wav
@@ -114,3 +117,20 @@ def wer(ref: str, hyp: str) -> float:
         for j, hw in enumerate(h, 1):
             prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (rw != hw))
     return row[len(h)] / len(r)
+
+
+def encode_audio(pcm: bytes, rate: int, container_format: str, codec: str) -> bytes:
+    """``pcm`` as a compressed file, written with PyAV (which faster-whisper reads with)."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format=container_format) as container:
+        stream = container.add_stream(codec, rate=rate, layout="mono")
+        assert isinstance(stream, av.AudioStream)
+        frame = av.AudioFrame.from_ndarray(
+            np.frombuffer(pcm, "<i2").reshape(1, -1), format="s16", layout="mono"
+        )
+        frame.sample_rate = rate
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return buf.getvalue()

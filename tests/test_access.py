@@ -10,22 +10,13 @@ import httpx
 import pytest
 import trio
 
-from tests.conftest import quiet, speech
+from tests.conftest import FAST_FAKE, quiet, speech
 from voicetrio.access import AccessPolicy
 from voicetrio.budget import AudioBudget
 from voicetrio.client import ClientClosed, connect
-from voicetrio.config import Config
 from voicetrio.server import Running, serve
 
-FAST = Config(
-    port=0,
-    engines="fake",
-    fake_asr_ms=0,
-    fake_llm_first_token_ms=0,
-    fake_llm_token_ms=0,
-    fake_tts_ms=0,
-    shutdown_grace_s=1,
-)
+FAST = FAST_FAKE.replace(shutdown_grace_s=1)
 
 
 async def start(nursery: trio.Nursery, **changes: Any) -> Running:

@@ -4,8 +4,6 @@ transcript is all there is), and the HTTP transcription endpoints."""
 
 from __future__ import annotations
 
-import io
-import wave
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -15,8 +13,8 @@ import numpy as np
 import pytest
 import trio
 
-from tests.speech import SENTENCES, say, wer
-from voicetrio.audio import silence
+from tests.speech import SENTENCES, encode_audio, say, wer
+from voicetrio.audio import silence, wav_bytes
 from voicetrio.client import ClientClosed, VoiceClient, connect, stream_pcm
 from voicetrio.config import Config
 from voicetrio.engines.base import ModelLoadError
@@ -185,29 +183,11 @@ async def test_a_session_open_while_the_model_fails_is_told(nursery: trio.Nurser
 
 
 def wav_file(pcm: bytes, rate: int = 16000) -> bytes:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm)
-    return buf.getvalue()
+    return wav_bytes(pcm, rate)
 
 
 def mp3_file(pcm: bytes, rate: int = 16000) -> bytes:
-    import av
-
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="mp3") as container:
-        stream = container.add_stream("mp3", rate=rate)
-        samples = np.frombuffer(pcm, "<i2").reshape(1, -1)
-        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
-        frame.sample_rate = rate
-        for packet in stream.encode(frame):
-            container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return buf.getvalue()
+    return encode_audio(pcm, rate, "mp3", "mp3")
 
 
 async def test_http_transcription_endpoints(nursery: trio.Nursery) -> None:

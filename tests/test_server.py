@@ -17,20 +17,11 @@ import pytest
 import trio
 import trio.testing
 
-from tests.conftest import quiet, speech
+from tests.conftest import FAST_FAKE, quiet, speech
 from voicetrio.client import ClientClosed, VoiceClient, connect
-from voicetrio.config import Config
 from voicetrio.server import Running, serve
 
-FAST = Config(
-    port=0,
-    engines="fake",
-    fake_asr_ms=0,
-    fake_llm_first_token_ms=0,
-    fake_llm_token_ms=0,
-    fake_tts_ms=0,
-    shutdown_grace_s=2.0,
-)
+FAST = FAST_FAKE
 
 ServerFactory = Callable[..., Awaitable[Running]]
 

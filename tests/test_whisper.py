@@ -7,17 +7,15 @@ sparingly.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import trio
 import trio.testing
 
-from tests.speech import SENTENCES, say, wer
+from tests.speech import SENTENCES, encode_audio, say, wer
 from voicetrio.audio import silence, write_wav
 from voicetrio.engines.base import AsrEngine, AsrError, ModelLoadError
 from voicetrio.engines.models import ModelSpec, resolve_model
@@ -50,23 +48,6 @@ def _noise(ms: int, level: float, seed: int = 0) -> bytes:
     rng = np.random.default_rng(seed)
     samples = rng.normal(0, level, 16 * ms)
     return np.clip(np.rint(samples), -32768, 32767).astype("<i2").tobytes()
-
-
-def _encode(pcm: bytes, rate: int, container_format: str, codec: str) -> bytes:
-    """``pcm`` as a compressed file, written with PyAV (which faster-whisper reads with)."""
-    buf = io.BytesIO()
-    with av.open(buf, "w", format=container_format) as container:
-        stream = container.add_stream(codec, rate=rate, layout="mono")
-        assert isinstance(stream, av.AudioStream)
-        frame = av.AudioFrame.from_ndarray(
-            np.frombuffer(pcm, "<i2").reshape(1, -1), format="s16", layout="mono"
-        )
-        frame.sample_rate = rate
-        for packet in stream.encode(frame):
-            container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return buf.getvalue()
 
 
 # -- loading ------------------------------------------------------------------
@@ -247,7 +228,7 @@ def test_transcribe_wav_and_flac_files(spec: ModelSpec, tmp_path: Path) -> None:
     wav = tmp_path / "speech.wav"
     write_wav(wav, pcm, 22050)
     flac = tmp_path / "speech.flac"
-    flac.write_bytes(_encode(pcm, 22050, "flac", "flac"))
+    flac.write_bytes(encode_audio(pcm, 22050, "flac", "flac"))
     for path in (wav, flac):
         assert wer(sentence, transcribe_file(path, spec)) <= MAX_WER
 
@@ -266,7 +247,7 @@ def test_transcribe_file_errors(spec: ModelSpec, tmp_path: Path) -> None:
 )
 def test_decode_upload(container_format: str, codec: str) -> None:
     pcm = say("Hello there.", rate_hz=22050)
-    samples = decode_upload(_encode(pcm, 22050, container_format, codec))
+    samples = decode_upload(encode_audio(pcm, 22050, container_format, codec))
     assert samples.dtype == np.float32
     # Converted to 16 kHz: as long as the clip, within an MP3 frame.
     assert abs(len(samples) - len(pcm) // 2 * 16000 / 22050) <= 1152
@@ -288,7 +269,7 @@ def test_decode_upload_refuses_non_audio(data: bytes, message: str) -> None:
 
 async def test_transcribe_samples_of_an_upload(asr: WhisperAsr) -> None:
     sentence = SENTENCES[0]
-    upload = _encode(say(sentence, rate_hz=22050), 22050, "flac", "flac")
+    upload = encode_audio(say(sentence, rate_hz=22050), 22050, "flac", "flac")
     text = await asr.transcribe_samples(decode_upload(upload), final=True)
     assert wer(sentence, text) <= MAX_WER
 

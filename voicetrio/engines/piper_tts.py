@@ -21,16 +21,19 @@ before the first :meth:`~PiperTts.synthesize`; cancelling it stops the thread.
 
 from __future__ import annotations
 
-import functools
 import importlib.resources
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-import trio
-
 from voicetrio.engines.base import SpeechAudio, TtsError
-from voicetrio.engines.tts_worker import TtsLoadError, TtsWorker, audible, preview, speakable
+from voicetrio.engines.tts_worker import (
+    ThreadedTts,
+    TtsLoadError,
+    TtsWorker,
+    audible,
+    preview,
+)
 
 if TYPE_CHECKING:
     from piper import PiperVoice, SynthesisConfig  # type: ignore[import-not-found, unused-ignore]
@@ -43,7 +46,7 @@ _VOICE_FILE: Final = "en_US-joe-medium.onnx"
 _WARM_UP_TEXT: Final = "Ready."
 
 
-class PiperTts:
+class PiperTts(ThreadedTts["PiperVoice"]):
     """The TtsEngine on Piper; one worker thread, phrases in order.
 
     ``model_path`` is a Piper .onnx voice (its config is ``config_path``, by
@@ -85,32 +88,8 @@ class PiperTts:
         self._config: SynthesisConfig = SynthesisConfig(
             speaker_id=speaker_id, length_scale=length_scale, volume=volume
         )
-        #: synthesize() calls, failed ones included.
         self.calls = 0
         self._worker: TtsWorker[PiperVoice] = TtsWorker(self._load, what="piper TTS")
-
-    @property
-    def ready(self) -> bool:
-        return self._worker.ready
-
-    @property
-    def last_synthesis_s(self) -> float:
-        """Engine time of the last phrase (0.0 before the first)."""
-        return self._worker.last_job_s
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Load the voice on the engine thread and serve until cancelled.
-
-        Raises TtsLoadError if the voice cannot be loaded.
-        """
-        await self._worker.run(task_status=task_status)
-
-    async def synthesize(self, text: str) -> SpeechAudio:
-        self.calls += 1
-        phrase = speakable(text)
-        if not phrase:
-            raise TtsError("nothing to speak: the phrase is empty")
-        return await self._worker.call(functools.partial(self._speak, text=phrase))
 
     # --- on the worker thread -------------------------------------------
 

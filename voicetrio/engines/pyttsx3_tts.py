@@ -15,7 +15,6 @@ before the first :meth:`~Pyttsx3Tts.synthesize`; cancelling it stops the thread.
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 import tempfile
@@ -25,11 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-import trio
-
 from voicetrio import audio
 from voicetrio.engines.base import SpeechAudio, TtsError
-from voicetrio.engines.tts_worker import TtsLoadError, TtsWorker, audible, preview, speakable
+from voicetrio.engines.tts_worker import (
+    ThreadedTts,
+    TtsLoadError,
+    TtsWorker,
+    audible,
+    preview,
+)
 
 #: espeak-ng's speaking rates, in words per minute.
 MIN_RATE_WPM: Final = 80
@@ -57,7 +60,7 @@ class _Shared:
 _shared: list[_Shared] = []
 
 
-class Pyttsx3Tts:
+class Pyttsx3Tts(ThreadedTts[Any]):
     """The TtsEngine on pyttsx3 + espeak-ng; one worker thread, phrases in order."""
 
     def __init__(
@@ -80,7 +83,6 @@ class Pyttsx3Tts:
         self.rate_wpm = rate_wpm
         self.volume = volume
         self.tmp_dir = tmp_dir
-        #: synthesize() calls, failed ones included.
         self.calls = 0
         # Errors pyttsx3 reports through its "error" callback instead of raising;
         # touched only on the worker thread.
@@ -89,26 +91,6 @@ class Pyttsx3Tts:
         self._worker: TtsWorker[Any] = TtsWorker(
             self._load, what="pyttsx3 TTS", teardown=self._unload
         )
-
-    @property
-    def ready(self) -> bool:
-        return self._worker.ready
-
-    @property
-    def last_synthesis_s(self) -> float:
-        """Engine time of the last phrase, retries included (0.0 before the first)."""
-        return self._worker.last_job_s
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Start the engine thread and serve until cancelled. Raises TtsLoadError."""
-        await self._worker.run(task_status=task_status)
-
-    async def synthesize(self, text: str) -> SpeechAudio:
-        self.calls += 1
-        phrase = speakable(text)
-        if not phrase:
-            raise TtsError("nothing to speak: the phrase is empty")
-        return await self._worker.call(functools.partial(self._speak, text=phrase))
 
     # --- on the worker thread -------------------------------------------
 

@@ -23,6 +23,7 @@ out, live here too.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import queue
 import threading
@@ -33,7 +34,7 @@ from typing import Final, Generic, TypeVar, cast
 import trio
 
 from voicetrio import audio
-from voicetrio.engines.base import ModelLoadError, TtsError
+from voicetrio.engines.base import ModelLoadError, SpeechAudio, TtsError
 from voicetrio.logs import log_event
 
 E = TypeVar("E")
@@ -233,6 +234,39 @@ class TtsWorker(Generic[E]):
         # If the loop has ended, so has everyone who was waiting.
         with contextlib.suppress(trio.RunFinishedError):
             self._token.run_sync_soon(job.done.set)
+
+
+class ThreadedTts(Generic[E]):
+    """The TtsEngine surface of an engine that lives on a :class:`TtsWorker`
+    thread: subclasses set ``_worker`` and ``calls`` and define ``_speak``,
+    which runs on that thread."""
+
+    _worker: TtsWorker[E]
+    #: synthesize() calls, failed ones included.
+    calls: int
+
+    @property
+    def ready(self) -> bool:
+        return self._worker.ready
+
+    @property
+    def last_synthesis_s(self) -> float:
+        """Engine time of the last phrase, retries included (0.0 before the first)."""
+        return self._worker.last_job_s
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Start the engine thread and serve until cancelled. Raises TtsLoadError."""
+        await self._worker.run(task_status=task_status)
+
+    async def synthesize(self, text: str) -> SpeechAudio:
+        self.calls += 1
+        phrase = speakable(text)
+        if not phrase:
+            raise TtsError("nothing to speak: the phrase is empty")
+        return await self._worker.call(functools.partial(self._speak, text=phrase))
+
+    def _speak(self, engine: E, text: str) -> SpeechAudio:
+        raise NotImplementedError
 
 
 def speakable(text: str) -> str:
