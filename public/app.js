@@ -47,6 +47,8 @@ const store = {
   framesSent: 0,
   inputRate: null, // the AudioContext's rate, which the worklet resamples to 16 kHz
   reconnects: 0,
+  schedule: [], // reply chunks on the audio clock (see Player.history)
+  silenced: [], // each time reply audio was cut: {reason, wasPlaying, dropped}
   errors: [], // {code, reason, text} of every `error` event
   notices: [], // `event` of every `info` event
   start: () => start(),
@@ -71,6 +73,8 @@ const player = new Player(() => context, {
   },
 });
 
+store.schedule = player.history;
+
 const connection = new Connection(socketUrl(), {
   onOpen: () => {
     store.connected = true;
@@ -84,8 +88,10 @@ const connection = new Connection(socketUrl(), {
     store.connected = false;
     store.streaming = false;
     store.sessionId = null;
-    if (wasOpen) store.reconnects++;
-    player.stop();
+    if (wasOpen) {
+      store.reconnects++;
+      silence("disconnected");
+    }
     dropReplyAudio = false;
     if (activeTurn) endTurn(activeTurn, "lost");
     view.showPartial("");
@@ -227,12 +233,12 @@ function metrics(event) {
 
 function serverError(event) {
   const { level, text } = describeError(event);
-  store.errors.push({ code: event.code, reason: event.reason ?? null, text });
+  remember(store.errors, { code: event.code, reason: event.reason ?? null, text });
   view.log(level, text);
   switch (event.code) {
     case "CANCELLED":
       dropReplyAudio = false;
-      player.stop();
+      silence("cancelled");
       if (activeTurn) endTurn(activeTurn, "cancelled");
       break;
     case "LLM_FAIL":
@@ -252,14 +258,14 @@ function serverError(event) {
 }
 
 function serverInfo(event) {
-  store.notices.push(event.event ?? null);
+  remember(store.notices, event.event ?? null);
   // After Stop, "no speech" only matters when nothing at all was heard.
   const quiet = event.event === "no_speech" && finalsThisStream > 0;
   const { level, text } = describeInfo(event);
   if (!quiet) view.log(level, text);
   switch (event.event) {
     case "barge_in":
-      player.stop();
+      silence("barge_in");
       if (activeTurn) endTurn(activeTurn, "interrupted");
       break;
     case "nothing_to_cancel":
@@ -307,7 +313,15 @@ async function start() {
 async function openMicrophone() {
   try {
     context ??= new AudioContext();
-    if (context.state !== "running") await context.resume();
+    if (context.state !== "running") {
+      // resume() never settles when the browser has no sound device to run on.
+      await Promise.race([context.resume(), new Promise((done) => setTimeout(done, 3000))]);
+      if (context.state !== "running") {
+        const error = new Error("The browser could not start audio: is a sound output device available?");
+        error.name = "AudioUnavailable";
+        throw error;
+      }
+    }
     mic ??= new Microphone(context, { onFrame, onEnded: microphoneEnded });
     if (!mic.open) {
       await mic.start();
@@ -317,7 +331,8 @@ async function openMicrophone() {
     }
     return true;
   } catch (error) {
-    view.log("error", error.name === "InsecureContext" ? error.message : microphoneProblem(error));
+    const own = error.name === "InsecureContext" || error.name === "AudioUnavailable";
+    view.log("error", own ? error.message : microphoneProblem(error));
     return false;
   }
 }
@@ -337,8 +352,7 @@ async function stop() {
 }
 
 function cancel() {
-  const hadAudio = player.playing || player.queued > 0;
-  player.stop();
+  const hadAudio = silence("cancel");
   const turn = activeTurn ?? (hadAudio ? store.turns.at(-1) : null);
   if (turn && hadAudio) {
     turn.playbackStopped = true;
@@ -348,6 +362,14 @@ function cancel() {
   // until the server answers (CANCELLED, or nothing_to_cancel).
   if (connection.send({ type: "cancel" })) dropReplyAudio = true;
   refresh();
+}
+
+/** Stops reply audio now and drops the queue; remembers what it cut. */
+function silence(reason) {
+  const cut = { reason, wasPlaying: player.playing, dropped: player.queued };
+  player.stop();
+  remember(store.silenced, cut);
+  return cut.wasPlaying || cut.dropped > 0;
 }
 
 function microphoneEnded() {
@@ -396,6 +418,12 @@ function refresh() {
   });
 }
 
+/** Appends to one of the store's lists, keeping the latest 200. */
+function remember(list, item) {
+  list.push(item);
+  if (list.length > 200) list.splice(0, list.length - 200);
+}
+
 function since(t0, now = performance.now()) {
   return t0 === null ? null : now - t0;
 }
@@ -407,9 +435,29 @@ function base64ToBuffer(b64) {
   return bytes.buffer;
 }
 
+// A server started with STREAM_AUTH_TOKENS needs a token: open the page as
+// /?token=..., or enter it when asked; it is kept in this browser only.
+function accessToken() {
+  const fromUrl = new URLSearchParams(location.search).get("token");
+  if (fromUrl) {
+    localStorage.setItem("voicetrio.token", fromUrl);
+    return fromUrl;
+  }
+  return localStorage.getItem("voicetrio.token") || "";
+}
+
+function askForToken() {
+  const entered = window.prompt("This voicetrio server needs an access token:");
+  if (entered) localStorage.setItem("voicetrio.token", entered.trim());
+  return Boolean(entered);
+}
+
 function socketUrl() {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  return `${scheme}//${location.host}/ws`;
+  const token = accessToken();
+  // Browsers cannot set headers on a WebSocket: the token goes in the query.
+  const query = token ? `?token=${encodeURIComponent(token)}` : "";
+  return `${scheme}//${location.host}/ws${query}`;
 }
 
 // ---------------------------------------------------------------- wiring
@@ -445,7 +493,16 @@ window.addEventListener("pagehide", () => {
 
 async function loadConfig() {
   try {
-    const response = await fetch("/api/stream_config", { cache: "no-store" });
+    const token = accessToken();
+    const headers = token ? { Authorization: `Bearer ${token}` } : {};
+    let response = await fetch("/api/stream_config", { cache: "no-store", headers });
+    if (response.status === 401 && askForToken()) {
+      response = await fetch("/api/stream_config", {
+        cache: "no-store",
+        headers: { Authorization: `Bearer ${accessToken()}` },
+      });
+      connection.url = socketUrl();
+    }
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     const config = await response.json();
     if (store.mode === null) setMode(Boolean(config.lean));

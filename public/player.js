@@ -65,6 +65,9 @@ export class Player {
     this.output = null;
     this.received = 0;
     this.played = 0;
+    // The last chunks scheduled, on the audio clock: {seq, at, end, queuedAt}.
+    // A chunk queued before the previous one ended starts exactly at its end.
+    this.history = [];
   }
 
   get playing() {
@@ -153,6 +156,8 @@ export class Player {
     const at = Math.max(this.endTime, context.currentTime + LEAD_S);
     source.start(at);
     this.endTime = at + buffer.duration;
+    this.history.push({ seq: chunk.seq, at, end: this.endTime, queuedAt: context.currentTime });
+    if (this.history.length > 100) this.history.shift();
     Object.assign(chunk, { source, at, started: false });
     this.active.add(chunk);
     source.onended = () => {

@@ -40,8 +40,9 @@ function el(tag, className, text) {
   return node;
 }
 
-function ms(value) {
-  return value === null || value === undefined ? "–" : `${Math.round(value)}`;
+function ms(value, pending = false) {
+  if (value === null || value === undefined) return pending ? "…" : "–";
+  return `${Math.round(value)}`;
 }
 
 export class View {
@@ -163,8 +164,8 @@ export class View {
       ];
       for (const [client, server, className] of pairs) {
         const cell = el("td", className);
-        cell.append(el("span", "client", ms(client)));
-        if (server !== undefined) cell.append(el("span", "server", ms(server)));
+        cell.append(el("span", "client", ms(client, !turn.done)));
+        if (server !== undefined) cell.append(el("span", "server", ms(server, !turn.metrics && !turn.done)));
         row.append(cell);
       }
       body.append(row);

@@ -8,6 +8,7 @@ and stops it with the same shutdown event as ``voicetrio serve`` on SIGTERM.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import threading
 from collections.abc import Iterator
@@ -85,8 +86,10 @@ class ServerThread:
     def stop(self, timeout_s: float = 30) -> None:
         if self._thread is None:
             return
-        if self._token is not None and self._running is not None:
-            trio.from_thread.run_sync(self._running.shutdown.set, trio_token=self._token)
+        if self._token is not None and self._running is not None and self._thread.is_alive():
+            # The loop may end on its own (a crash) between the check and the call.
+            with contextlib.suppress(trio.RunFinishedError):
+                trio.from_thread.run_sync(self._running.shutdown.set, trio_token=self._token)
         self._thread.join(timeout_s)
         if self._thread.is_alive():
             raise TimeoutError("server thread did not stop")
