@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import trio
 
-from tests.conftest import quiet, speech
+from tests.conftest import FAST_FAKE, quiet, speech
 from voicetrio.client import ClientClosed, VoiceClient, stream_pcm
 from voicetrio.config import Config
 from voicetrio.engines.base import ChatMessage, Engines, SpeechAudio
@@ -32,15 +32,7 @@ from voicetrio.engines.registry import EngineHost
 from voicetrio.server import Running, serve
 
 #: Zero engine delays: for tests where timing is irrelevant.
-FAST = Config(
-    port=0,
-    engines="fake",
-    fake_asr_ms=0,
-    fake_llm_first_token_ms=0,
-    fake_llm_token_ms=0,
-    fake_tts_ms=0,
-    shutdown_grace_s=2.0,
-)
+FAST = FAST_FAKE
 
 
 def fake_set(
