@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
 import trio
@@ -72,9 +70,11 @@ def child_pid(marker: str) -> int:
 class Report:
     rss: list[tuple[float, float]] = field(default_factory=list)
     dropped_at: float | None = None
+    blocked_at: float | None = None
     slow_close: int | None = None
     slow_events_read: int = 0
     slow_utterances: int = 0
+    sessions_then: int | None = None
     first_audio: list[tuple[float, float]] = field(default_factory=list)  # (at, delay)
     errors: list[str] = field(default_factory=list)
 
@@ -82,8 +82,6 @@ class Report:
 async def slow_client(url: str, seconds: float, began: float, report: Report) -> None:
     pcm = tone(SPEECH_MS, freq_hz=700.0) + silence(1000)
     async with connect(url) as client:
-        stream: Any = client.websocket._stream
-        stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
         await client.start(16000)
         t0 = trio.current_time()
         k = 0
@@ -93,10 +91,19 @@ async def slow_client(url: str, seconds: float, began: float, report: Report) ->
                 if offset == 0:
                     report.slow_utterances += 1
                 await trio.sleep_until(t0 + k * FRAME_MS / 1000)
-                await client.send_audio(pcm[offset : offset + FRAME])
+                # A server that stopped reading us without closing leaves the
+                # send hanging once the socket buffers are full.
+                with trio.move_on_after(5) as stuck:
+                    await client.send_audio(pcm[offset : offset + FRAME])
+                if stuck.cancelled_caught:
+                    report.blocked_at = time.monotonic() - began - 5
+                    break
                 k += 1
         except ClientClosed:
             report.dropped_at = time.monotonic() - began
+        async with httpx.AsyncClient() as http:
+            health = (await http.get(url.replace("ws://", "http://").replace("/ws", "/health")))
+            report.sessions_then = int(health.json()["sessions"])
         # Now read what the server still sent us, then (if dropped) the
         # close; a live session's backlog is over when 3 s pass in silence.
         try:
@@ -167,8 +174,6 @@ async def main(seconds: float, others: int, hard_bytes: int) -> None:
             nursery.start_soon(sample)
             await slow_client(url, seconds, began, report)
             stop.set()
-        async with httpx.AsyncClient() as http:
-            health = (await http.get(f"http://127.0.0.1:{port}/health")).json()
     rss = [r for _, r in report.rss]
     early = [d for at, d in report.first_audio if at < 5]
     late = [d for at, d in report.first_audio if at >= seconds / 2]
@@ -178,12 +183,14 @@ async def main(seconds: float, others: int, hard_bytes: int) -> None:
     )
     print(
         f"  server RSS: start {rss[0]:.1f} MiB, max {max(rss):.1f} MiB, end {rss[-1]:.1f} MiB; "
-        f"sessions still open at the end: {health['sessions']}"
+        f"sessions open when the {seconds:g} s were up: {report.sessions_then} "
+        f"(the others: {others})"
     )
     dropped = "never" if report.dropped_at is None else f"at {report.dropped_at:.1f} s"
+    blocked = "never" if report.blocked_at is None else f"from {report.blocked_at:.1f} s"
     print(
-        f"  slow client: sends failed {dropped}; then read {report.slow_events_read} events "
-        f"and close {report.slow_close}"
+        f"  slow client: sends failed {dropped}, blocked {blocked}; then read "
+        f"{report.slow_events_read} events and close {report.slow_close}"
     )
     for name, values in (("first 5 s", early), (f"after {seconds / 2:g} s", late)):
         if values:
@@ -199,6 +206,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--others", type=int, default=10)
-    parser.add_argument("--hard-bytes", type=int, default=8 * 1024 * 1024)
+    parser.add_argument("--hard-bytes", type=int, default=2 * 1024 * 1024)
     args = parser.parse_args()
     trio.run(main, args.seconds, args.others, args.hard_bytes)

@@ -187,10 +187,12 @@ class Turn:
         self.emit(event)
 
     def emit_metrics(self) -> None:
-        metrics = self.utterance.metrics
-        tid = self.utterance.transcript_id
+        utterance = self.utterance
+        metrics = utterance.metrics
         # Rendered when written, so that t4 (first audio actually sent) is
-        # known even if the chunk was still queued when the turn ended.
+        # known even if the chunk was still queued when the turn ended, and
+        # so that a held reply that finished before its release carries the
+        # id of the final it answers, which is only known at release.
         observer = self.ctx.observer
 
         def render() -> JsonDict:
@@ -200,7 +202,7 @@ class Turn:
                 None if t2 is None or t3 is None else (t3 - t2) / 1000,
                 None if t2 is None or t4 is None else (t4 - t2) / 1000,
             )
-            return protocol.metrics({"id": tid, **fields})
+            return protocol.metrics({"id": utterance.transcript_id, **fields})
 
         self._gate(lambda: self.ctx.send_rendered(render, turn=self.id))
 

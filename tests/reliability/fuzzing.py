@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Final, Literal, TypeVar
 
+import outcome
 import trio
 import trio.testing
 from hypothesis import strategies as st
@@ -148,13 +149,23 @@ class ServerThread:
         return trio.from_thread.run(afn, self.running, trio_token=self._token)
 
     async def call(self, afn: Callable[[Running], Awaitable[T]]) -> T:
-        """Run ``afn(running)`` in the server's loop, from another Trio loop."""
-        running, token = self.running, self._token
+        """Run ``afn(running)`` in the server's loop, from another Trio loop.
 
-        def in_worker() -> T:
-            return trio.from_thread.run(afn, running, trio_token=token)
+        Each loop hands the other a callback (``run_sync_soon``), so no worker
+        thread is involved: a thread left in Trio's cache would otherwise
+        change the thread count that later tests compare."""
+        assert self._token is not None
+        running, caller = self.running, trio.lowlevel.current_trio_token()
+        done = trio.Event()
+        result: list[outcome.Outcome[T]] = []
 
-        return await trio.to_thread.run_sync(in_worker)
+        async def in_server() -> None:
+            result.append(await outcome.acapture(afn, running))
+            caller.run_sync_soon(done.set)
+
+        self._token.run_sync_soon(trio.lowlevel.spawn_system_task, in_server)
+        await done.wait()
+        return result[0].unwrap()
 
 
 async def server_task_count(running: Running) -> int:

@@ -34,6 +34,7 @@ import trio
 import trio.testing
 
 from tests.reliability.conftest import (
+    FAST,
     ProbeAsr,
     ProbeTts,
     abort,
@@ -46,6 +47,7 @@ from tests.reliability.conftest import (
 )
 from voicetrio.client import VoiceClient, connect
 from voicetrio.engines.fake import FakeAsr, FakeLlm, FakeTts
+from voicetrio.engines.registry import EngineHost
 from voicetrio.server import Running, serve
 
 Leave = Literal["close", "abort", "reset"]
@@ -99,15 +101,12 @@ async def test_leaving_mid_turn_leaves_nothing(nursery: trio.Nursery, phase: str
 async def test_leaving_during_shutdown(nursery: trio.Nursery, how: Leave) -> None:
     before = await quiet_state()
     served = trio.Event()
+    engines = fake_set(llm=FakeLlm(first_token_s=0, token_s=0.05))
     # A long grace: the server must not wait it out for a client that left.
-    config = fake_set(llm=FakeLlm(first_token_s=0, token_s=0.05))
-    from tests.reliability.conftest import FAST
-    from voicetrio.engines.registry import EngineHost
-
-    settings = FAST.replace(shutdown_grace_s=10)
+    config = FAST.replace(shutdown_grace_s=10)
 
     async def run(task_status: trio.TaskStatus[Running]) -> None:
-        await serve(settings, host=EngineHost(settings, engines=config), task_status=task_status)
+        await serve(config, host=EngineHost(config, engines=engines), task_status=task_status)
         served.set()
 
     server: Running = await nursery.start(run)

@@ -17,10 +17,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+import trio
 from hypothesis import HealthCheck, given, settings
 
-from tests.reliability.conftest import LogWatch
+from tests.reliability.conftest import LogWatch, read_until, say, start_server
 from tests.reliability.fuzzing import (
+    FUZZ_CONFIG,
     Scenario,
     ServerThread,
     drained,
@@ -28,6 +30,7 @@ from tests.reliability.fuzzing import (
     run_scenario,
     scenarios,
 )
+from voicetrio.client import connect
 
 CI_EXAMPLES = 80
 
@@ -67,6 +70,20 @@ async def test_random_frames_and_interleavings(fuzz_server: FuzzServer, scenario
     problems = fuzz_server.watch.problems(mark)
     assert not problems, fuzz_server.watch.describe(problems)
     await full_turn(fuzz_server.server.url)
+
+
+async def test_metrics_name_their_final_at_real_time_pace(nursery: trio.Nursery) -> None:
+    """Found by ``bench/fuzz.py``: with fast engines and audio at real-time
+    pace, the speculative reply is finished (held) before the silence window
+    closes; its ``metrics`` must still carry the id of the final it answers."""
+    server = await start_server(nursery, config=FUZZ_CONFIG)
+    async with connect(server.url) as client:
+        await client.start(16000)
+        await say(client, 1200, 440.0, realtime=True)
+        turn = await read_until(client, "metrics")
+    assert turn.closed is None
+    final = turn.of("final_transcript")[0]
+    assert turn.events[-1]["id"] == final["id"], (final, turn.events[-1])
 
 
 async def test_the_server_is_whole_after_the_fuzz(fuzz_server: FuzzServer) -> None:
