@@ -41,6 +41,10 @@ class MemoryTransport:
     times: list[float] = field(default_factory=list)
     close_code: int | None = None
     blocked: bool = False
+    #: A blocked send no cancellation can end, as Hypercorn's socket writes
+    #: are: only abort() (or unblock()) frees it.
+    shielded: bool = False
+    aborted: bool = False
     _unblocked: trio.Event = field(default_factory=trio.Event)
     _changed: trio.Event = field(default_factory=trio.Event)
 
@@ -57,18 +61,32 @@ class MemoryTransport:
         return item
 
     async def send(self, data: Frame) -> None:
-        if self.close_code is not None:
+        if self.close_code is not None or self.aborted:
             raise TransportClosed("closed")
-        while self.blocked:
-            await self._unblocked.wait()
+        with trio.CancelScope(shield=self.shielded):
+            while self.blocked and not self.aborted:
+                await self._unblocked.wait()
+        if self.aborted:
+            raise TransportClosed("connection severed")
         await trio.lowlevel.checkpoint()
         self.frames.append(data)
         self.times.append(trio.current_time())
         self._notify()
 
     async def close(self, code: int, reason: str = "") -> None:
+        # The close frame is a send too: it waits behind a blocked one.
+        while self.blocked and not self.aborted:
+            await self._unblocked.wait()
+        if self.aborted:
+            raise TransportClosed("connection severed")
         await trio.lowlevel.checkpoint()
         self.close_code = code
+        self._notify()
+
+    def abort(self) -> None:
+        self.aborted = True
+        self._unblocked.set()
+        self._unblocked = trio.Event()
         self._notify()
 
     def _notify(self) -> None:

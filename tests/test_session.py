@@ -18,6 +18,7 @@ from voicetrio.engines.base import Engines
 from voicetrio.engines.fake import FakeAsr, FakeLlm, FakeTts, default_reply
 from voicetrio.metrics import TurnMetrics
 from voicetrio.reply import Turn, Utterance
+from voicetrio.session import CLOSE_TIMEOUT_S
 
 START = {"type": "start", "sample_rate": 16000}
 
@@ -576,6 +577,43 @@ async def test_client_far_behind_is_closed(autojump_clock: trio.testing.MockCloc
             await h.session.closed.wait()
         assert h.session.close_code == 1008
         assert h.session.outbox.queue.nbytes <= 64 * 1024 + 200_000
+
+
+async def test_client_far_behind_is_severed_when_its_send_cannot_be_cancelled(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Hypercorn's socket writes are shielded: at the hard limit the close
+    frame cannot get past the stuck send, so after the close timeout the
+    connection is severed, which frees the writer."""
+    config = Config(backpressure_hard_bytes=64 * 1024)
+    async with trio.open_nursery() as nursery:
+        h = await open_session(nursery, config, make_engines(tts=FakeTts(delay_s=0.01, ms_per_char=200)))
+        h.peer.send_json(START)
+        await trio.testing.wait_all_tasks_blocked()
+        h.peer.blocked = h.peer.shielded = True
+        await h.stream(speech(1200) + quiet(1000))
+        with trio.fail_after(60):
+            await h.session.closed.wait()
+        # No close frame could be sent: the connection was cut instead.
+        assert h.peer.aborted and h.peer.close_code is None
+        assert h.session.close_code == 1008
+
+
+async def test_shutdown_severs_a_client_whose_send_cannot_be_cancelled(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    config = Config(shutdown_grace_s=1.0)
+    async with trio.open_nursery() as nursery:
+        h = await open_session(nursery, config)
+        h.peer.send_json(START)
+        await trio.testing.wait_all_tasks_blocked()
+        h.peer.blocked = h.peer.shielded = True
+        await h.stream(speech(1200) + quiet(1000))
+        await trio.testing.wait_all_tasks_blocked()
+        began = trio.current_time()
+        await h.session.shutdown(began + config.shutdown_grace_s)
+        assert h.session.closed.is_set() and h.peer.aborted
+        assert trio.current_time() - began == pytest.approx(config.shutdown_grace_s + CLOSE_TIMEOUT_S)
 
 
 

@@ -18,7 +18,6 @@ from typing import Any
 
 import trio
 from hypercorn.config import Config as HyperConfig
-from hypercorn.trio import serve as hypercorn_serve
 from prometheus_client import CONTENT_TYPE_LATEST
 from quart import Response, jsonify, request, send_from_directory, websocket
 from quart_trio import QuartTrio
@@ -28,6 +27,7 @@ from voicetrio.access import AccessPolicy
 from voicetrio.config import Config
 from voicetrio.engines.base import Engines, ModelLoadError
 from voicetrio.engines.registry import EngineHost
+from voicetrio.front import Connections, serve_app
 from voicetrio.logs import log_event
 from voicetrio.outbound import Frame
 from voicetrio.prom import PromObserver
@@ -51,6 +51,7 @@ class Hub:
         self.draining = False
         self.host = host or EngineHost(config)
         self.host.on_failure.append(self._model_failed)
+        self.connections = Connections()
         self.sessions_total = 0
         self.max_sessions = config.effective_max_sessions
         self.observer = PromObserver()
@@ -119,8 +120,11 @@ class Hub:
 class QuartTransport:
     """Adapts Quart's websocket to the session's Transport protocol."""
 
-    def __init__(self, ws: Any) -> None:
+    def __init__(self, ws: Any, connections: Connections) -> None:
         self._ws = ws
+        self._connections = connections
+        client = ws.scope.get("client")
+        self._peer = None if client is None else (str(client[0]), int(client[1]))
 
     async def receive(self) -> Frame:
         data: Frame | None = await self._ws.receive()
@@ -138,6 +142,9 @@ class QuartTransport:
             await self._ws.close(code, reason)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise TransportClosed(str(exc)) from exc
+
+    def abort(self) -> None:
+        self._connections.sever(self._peer)
 
 
 def create_app(config: Config, hub: Hub) -> QuartTrio:
@@ -207,7 +214,10 @@ def create_app(config: Config, hub: Hub) -> QuartTrio:
         await websocket.accept()
         ws: Any = websocket
         session = Session(
-            QuartTransport(ws._get_current_object()), config, hub.engines, observer=hub.observer
+            QuartTransport(ws._get_current_object(), hub.connections),
+            config,
+            hub.engines,
+            observer=hub.observer,
         )
         await hub.run_session(session)
         return None
@@ -274,7 +284,9 @@ async def serve(
 
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(
-            partial(hypercorn_serve, app, hypercorn_config(config), shutdown_trigger=trigger)
+            partial(
+                serve_app, app, hypercorn_config(config), hub.connections, shutdown_trigger=trigger
+            )
         )
         port = int(binds[0].rsplit(":", 1)[1])
         log_event(None, "listening", url=f"http://{config.host}:{port}", engines=config.engines)

@@ -54,6 +54,11 @@ class Transport(Protocol):
 
     async def close(self, code: int, reason: str = "") -> None: ...
 
+    def abort(self) -> None:
+        """Drop the connection now, without a close handshake: a send that
+        is blocked on it (even one no cancellation can reach) fails."""
+        ...
+
 
 @dataclass(slots=True)
 class SessionContext:
@@ -187,8 +192,12 @@ class Session:
         self.close(CloseCode.GOING_AWAY, "server shutdown")
         with trio.move_on_at(max(deadline, trio.current_time()) + CLOSE_TIMEOUT_S):
             await self.closed.wait()
-        if not self.closed.is_set() and self._nursery is not None:
-            self._nursery.cancel_scope.cancel()
+        if not self.closed.is_set():
+            # The client is not taking what we send: cut the connection, or
+            # a writer stuck on it would hold the shutdown forever.
+            if self._nursery is not None:
+                self._nursery.cancel_scope.cancel()
+            self.transport.abort()
             await self.closed.wait()
 
     def fail(self, event: JsonDict, code: int) -> None:
@@ -215,6 +224,8 @@ class Session:
                 await self.transport.close(code)
             except TransportClosed:
                 pass
+        if scope.cancelled_caught:
+            self.transport.abort()
 
     def _drop_now(self, code: int, reason: str) -> None:
         """Close without waiting for the queue: the client is not reading it."""
@@ -230,6 +241,9 @@ class Session:
             scope.shield = True
             with contextlib.suppress(TransportClosed):
                 await self.transport.close(code, reason)
+        if scope.cancelled_caught:
+            # The close frame waits behind data the client does not read.
+            self.transport.abort()
 
     # -- outbound ------------------------------------------------------------
 

@@ -22,7 +22,6 @@ import statistics
 import tracemalloc
 from typing import Any
 
-import pytest
 import trio
 
 from tests.reliability.conftest import (
@@ -85,18 +84,6 @@ def small_receive_buffer(client: VoiceClient) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
 
 
-HYPERCORN_SHIELDED_SEND = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "known bug: Hypercorn shields its socket send_all (trio/tcp_server.py "
-        "protocol_send), so a session's writer blocked on a client that never reads "
-        "cannot be cancelled; the session stops producing at the hard limit but is "
-        "only released when the TCP connection dies"
-    ),
-)
-
-
-@HYPERCORN_SHIELDED_SEND
 async def test_a_client_that_never_reads_is_dropped_at_the_hard_limit(nursery: trio.Nursery) -> None:
     tts = BigTts()
     server = await start_server(nursery, engines(tts), backpressure_hard_bytes=HARD_BYTES)
@@ -183,7 +170,6 @@ async def test_a_client_that_never_reads_does_not_delay_the_others(nursery: trio
     assert max(beside) < 1.0, beside
 
 
-@HYPERCORN_SHIELDED_SEND
 async def test_shutdown_does_not_wait_forever_for_a_client_that_never_reads(
     nursery: trio.Nursery,
 ) -> None:

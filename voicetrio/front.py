@@ -1,0 +1,146 @@
+"""Hypercorn's Trio worker loop, run here so that a connection can be severed.
+
+Hypercorn writes every byte inside a shielded cancel scope, so that no
+response is ever cut midway. The price: a client that stops reading leaves a
+send that no cancellation can end, and the session blocked on it could never
+finish, not at the backpressure hard limit, not at shutdown. Serving the
+listeners ourselves lets us keep each connection's socket stream, keyed by
+the peer address that every ASGI scope carries, and :meth:`Connections.sever`
+it: shut the socket down, which fails the stuck send, so Hypercorn sees the
+connection closed and the session unwinds. What the kernel still holds for
+the client goes out before the FIN, if the client ever reads it.
+
+Everything else is Hypercorn's ``worker_serve``: lifespan, a shutdown
+trigger, then ``graceful_timeout`` for open connections. Plain TCP only
+(voicetrio terminates no TLS; put a proxy in front for that). It uses
+Hypercorn's worker parts, which is why ``pyproject.toml`` pins its minor
+version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import cast
+
+import trio
+from hypercorn.config import Config as HyperConfig
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.statsd import StatsdLogger
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import AppWrapper, ConnectionState, LifespanState
+from hypercorn.utils import ShutdownError, raise_shutdown, repr_socket_addr, wrap_app
+from quart_trio import QuartTrio
+
+#: A peer as ASGI scopes name it: (host, port).
+Peer = tuple[str, int]
+
+
+def peer_of(family: int, address: tuple[str, int] | tuple[str, int, int, int]) -> Peer | None:
+    """The ASGI ``client`` of a socket address (as Hypercorn computes it)."""
+    if family in (socket.AF_INET, socket.AF_INET6):
+        return (address[0], address[1])
+    return None
+
+
+class Connections:
+    """The open TCP connections of this worker, by peer address."""
+
+    def __init__(self) -> None:
+        self._streams: dict[Peer, trio.SocketStream] = {}
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def sever(self, peer: Peer | None) -> bool:
+        """Shut the connection down in both directions, now.
+
+        A task blocked sending to it (shielded or not) wakes with an error;
+        the reader sees end of file. Returns False if no such connection is
+        open (it is already gone)."""
+        stream = self._streams.get(peer) if peer is not None else None
+        if stream is None:
+            return False
+        # OSError: already shut down, or reset by the peer.
+        with contextlib.suppress(OSError):
+            stream.socket.shutdown(socket.SHUT_RDWR)
+        return True
+
+    async def handle(
+        self,
+        serve_connection: Callable[[trio.SocketStream], Awaitable[None]],
+        stream: trio.SocketStream,
+    ) -> None:
+        try:
+            peer = peer_of(stream.socket.family, stream.socket.getpeername())
+        except OSError:  # reset before we looked
+            await stream.aclose()
+            return
+        if peer is not None:
+            self._streams[peer] = stream
+        try:
+            await serve_connection(stream)
+        finally:
+            if peer is not None and self._streams.get(peer) is stream:
+                del self._streams[peer]
+
+
+async def serve_app(
+    app: QuartTrio,
+    config: HyperConfig,
+    connections: Connections,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[None]],
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` on ``config.bind`` until ``shutdown_trigger`` returns.
+
+    Reports the bound addresses (``http://host:port``) through ``task_status``.
+    """
+    asgi: AppWrapper = wrap_app(app, config.wsgi_max_body_size, "asgi")
+    config.set_statsd_logger_class(StatsdLogger)
+    state: LifespanState = {}
+    lifespan = Lifespan(asgi, config, state)
+    context = WorkerContext(None)
+
+    async with trio.open_nursery() as lifespan_nursery:
+        await lifespan_nursery.start(lifespan.handle_lifespan)
+        await lifespan.wait_for_startup()
+        async with trio.open_nursery() as server_nursery:
+            sockets = config.create_sockets()
+            listeners = []
+            binds = []
+            for sock in sockets.insecure_sockets:
+                sock.listen(config.backlog)
+                listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
+                binds.append(f"http://{repr_socket_addr(sock.family, sock.getsockname())}")
+
+            async def serve_connection(stream: trio.SocketStream) -> None:
+                # Annotated for SSL streams only; Hypercorn's own worker hands
+                # it plain socket streams just the same.
+                ssl_typed = cast("trio.SSLStream[trio.SocketStream]", stream)
+                await TCPServer(asgi, config, context, ConnectionState(state.copy()), ssl_typed)
+
+            task_status.started(binds)
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(raise_shutdown, shutdown_trigger)
+                    nursery.start_soon(
+                        partial(
+                            trio.serve_listeners,
+                            partial(connections.handle, serve_connection),
+                            listeners,
+                            handler_nursery=server_nursery,
+                        )
+                    )
+                    await trio.sleep_forever()
+            except* ShutdownError:
+                pass
+            finally:
+                await context.terminated.set()
+                server_nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
+        await lifespan.wait_for_shutdown()
+        lifespan_nursery.cancel_scope.cancel()
