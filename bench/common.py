@@ -23,13 +23,18 @@ RATE = 16000
 
 @asynccontextmanager
 async def server_process(
-    args: Sequence[str], env: dict[str, str] | None = None, ready_timeout_s: float = 120
+    args: Sequence[str],
+    env: dict[str, str] | None = None,
+    ready_timeout_s: float = 120,
+    *,
+    raw_command: bool = False,
 ) -> AsyncIterator[int]:
-    """``voicetrio serve ARGS --port 0`` in a child process; yields its port
-    once /health says ok. SIGTERM on exit."""
+    """``voicetrio serve ARGS --port 0`` in a child process (or the command
+    ``ARGS`` itself, with ``raw_command``, if it says where it serves the
+    same way); yields its port once /health says ok. SIGTERM on exit."""
     import httpx
 
-    command = [sys.executable, "-m", "voicetrio", "serve", "--port", "0", *args]
+    command = list(args) if raw_command else [sys.executable, "-m", "voicetrio", "serve", "--port", "0", *args]
     async with trio.open_nursery() as nursery:
         proc: trio.Process = await nursery.start(
             partial(

@@ -32,7 +32,8 @@ from functools import partial
 import trio
 
 from bench.common import clip, server_process, trim
-from bench.soak import rss_kib, server_pid
+from bench.rawws import Closed, RawClient
+from bench.soak import rss_kib, server_pids
 from voicetrio.audio import silence, tone
 from voicetrio.client import ClientError, connect
 
@@ -51,52 +52,97 @@ class Results:
     held: int = 0
 
 
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
-async def fake_client(url: str, index: int, turns: int, frame_ms: int, out: Results) -> None:
+def rss_total_kib(pids: list[int]) -> int:
+    return sum(rss_kib(pid) for pid in pids)
+
+
+async def fake_client(
+    url: str, index: int, turns: int, frame_ms: int, listen: bool, out: Results
+) -> None:
+    """One user: a microphone that streams without pause, a tone as speech.
+
+    A turn is 1.2 s of speech, then silence until the reply is over: with
+    ``listen`` until its audio has played (as long as the tts_chunks say),
+    as a user who waits for the answer; without, the next turn starts as
+    soon as ``metrics`` arrives, talking over the reply's playback.
+    """
     frame_bytes = 32 * frame_ms
-    pcm = tone(SPEECH_MS, freq_hz=300.0 + 40 * (index % 15)) + silence(1300)
-    # The frame that carries the end of the silence window.
+    speech = tone(SPEECH_MS, freq_hz=300.0 + 40 * (index % 15))
+    speech_frames = [speech[i : i + frame_bytes] for i in range(0, len(speech), frame_bytes)]
+    quiet = silence(frame_ms)
+    # The frame that carries the end of the silence window, counted from
+    # the turn's first frame.
     due_frame = (SPEECH_MS + WINDOW_MS + VAD_FRAME_MS - 1) // frame_ms
     try:
-        async with connect(url) as client:
-            await client.start(16000)
-            out.held += 1
-            for _ in range(turns):
-                t0 = trio.current_time()
-                sent: dict[int, float] = {}
-
-                async def send(t0: float = t0, sent: dict[int, float] = sent) -> None:
-                    for k, offset in enumerate(range(0, len(pcm), frame_bytes)):
-                        await trio.sleep_until(t0 + k * frame_ms / 1000)
-                        await client.send_audio(pcm[offset : offset + frame_bytes])
-                        sent[k] = trio.current_time()
-
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(send)
-                    final_at = audio_at = None
-                    while True:
-                        event = (await client.next_event()).event
-                        now = trio.current_time()
-                        if event["type"] == "final_transcript":
-                            final_at = now
-                        elif event["type"] == "tts_chunk" and audio_at is None:
-                            audio_at = now
-                        elif event["type"] == "error":
-                            out.errors.append(event["code"])
-                        elif event["type"] == "metrics":
-                            break
-                if final_at is not None and due_frame in sent:
-                    out.final_delay.append(final_at - sent[due_frame])
-                    if audio_at is not None:
-                        out.audio_delay.append(audio_at - sent[due_frame])
-                out.turns += 1
-    except ClientError as exc:
+        client = await RawClient.connect(url)
+    except (OSError, ConnectionError, Closed) as exc:
         out.errors.append(type(exc).__name__)
+        return
+    try:
+        await client.send_json({"type": "start", "sample_rate": 16000})
+        out.held += 1
+        turn_start = 0  # frame index at which the current turn's speech begins
+        sent: dict[int, float] = {}
+        mic_done = trio.Event()
+
+        async def microphone(t0: float) -> None:
+            k = 0
+            while not mic_done.is_set():
+                await trio.sleep_until(t0 + k * frame_ms / 1000)
+                offset = k - turn_start
+                frame = speech_frames[offset] if 0 <= offset < len(speech_frames) else quiet
+                await client.send_audio(frame)
+                sent[k] = trio.current_time()
+                k += 1
+
+        async with trio.open_nursery() as nursery:
+            t0 = trio.current_time()
+            nursery.start_soon(microphone, t0)
+            for _ in range(turns):
+                final_at = audio_at = None
+                reply_s = 0.0
+                while True:
+                    event = await client.receive()
+                    if isinstance(event, bytes):
+                        continue
+                    now = trio.current_time()
+                    kind = event["type"]
+                    if kind == "final_transcript":
+                        final_at = now
+                    elif kind == "tts_chunk":
+                        audio_at = now if audio_at is None else audio_at
+                        # base64 WAV: 4 characters for 3 bytes, a 44-byte header
+                        reply_s += (len(event["audio_b64"]) * 3 / 4 - 44) / 32000
+                    elif kind == "error":
+                        out.errors.append(event["code"])
+                    elif kind == "metrics":
+                        break
+                due = sent.get(turn_start + due_frame)
+                if final_at is not None and due is not None:
+                    out.final_delay.append(final_at - due)
+                    if audio_at is not None:
+                        out.audio_delay.append(audio_at - due)
+                out.turns += 1
+                if listen and audio_at is not None:
+                    await trio.sleep_until(audio_at + reply_s)
+                # The next turn starts with the microphone's next frame.
+                turn_start = int((trio.current_time() - t0) * 1000 // frame_ms) + 1
+            mic_done.set()
+    except* Closed as group:
+        out.errors += [f"closed {e.code}" for e in group.exceptions if isinstance(e, Closed)]
+    except* trio.BrokenResourceError:
+        out.errors.append("connection broken")
+    finally:
+        await client.close()
 
 
 async def real_client(url: str, index: int, turns: int, frame_ms: int, out: Results) -> None:
@@ -145,7 +191,15 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1000
 
 
-async def main(engines: str, sessions: int, frame_ms: int, turns: int) -> None:
+async def main(
+    engines: str,
+    sessions: int,
+    frame_ms: int,
+    turns: int,
+    listen: bool,
+    workers: int,
+    ramp_s: float,
+) -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     env = {
@@ -156,23 +210,29 @@ async def main(engines: str, sessions: int, frame_ms: int, turns: int) -> None:
         "STREAM_FAKE_LLM_TOKEN_MS": "0",
         "STREAM_FAKE_TTS_MS": "0",
     }
-    async with server_process(["--engines", engines], env=env) as port:
-        pid = server_pid(port)
+    async with server_process(["--engines", engines, "--workers", str(workers)], env=env) as port:
+        # A supervisor and its workers, or the one server process; each
+        # worker has the whole set of engines of its own.
+        pids = server_pids(port)
         url = f"ws://127.0.0.1:{port}/ws"
-        rss_idle = rss_kib(pid)
+        rss_idle = rss_total_kib(pids)
         out = Results()
-        client = fake_client if engines == "fake" else real_client
-        cpu0, wall0 = cpu_seconds(pid), time.monotonic()
+        cpu0, wall0 = cpu_seconds(pids), time.monotonic()
         own0 = resource.getrusage(resource.RUSAGE_SELF)
         peak_rss = rss_idle
         async with trio.open_nursery() as nursery:
             for i in range(sessions):
-                nursery.start_soon(partial(client, url, i, turns, frame_ms, out))
-                await trio.sleep(0.002)  # a ramp, not a thundering herd
+                if engines == "fake":
+                    nursery.start_soon(partial(fake_client, url, i, turns, frame_ms, listen, out))
+                else:
+                    nursery.start_soon(partial(real_client, url, i, turns, frame_ms, out))
+                # Users arrive spread over a few seconds, not all in one frame.
+                await trio.sleep(ramp_s / sessions)
             while len(nursery.child_tasks) > 0:
-                peak_rss = max(peak_rss, rss_kib(pid))
+                peak_rss = max(peak_rss, rss_total_kib(pids))
                 await trio.sleep(1)
-        cpu = cpu_seconds(pid) - cpu0
+        cpu = cpu_seconds(pids) - cpu0
+        per_process = [cpu_seconds([pid]) for pid in pids]
         wall = time.monotonic() - wall0
         own1 = resource.getrusage(resource.RUSAGE_SELF)
         own = own1.ru_utime + own1.ru_stime - own0.ru_utime - own0.ru_stime
@@ -203,6 +263,9 @@ async def main(engines: str, sessions: int, frame_ms: int, turns: int) -> None:
         f"({(peak_rss - rss_idle) / sessions:.0f} KiB per session); load generator CPU "
         f"{own / wall * 100:.0f} % of a core"
     )
+    if len(pids) > 1:
+        shares = ", ".join(f"{c / wall * 100:.0f} %" for c in per_process)
+        print(f"  CPU by process (supervisor and workers, whole run): {shares}")
 
 
 if __name__ == "__main__":
@@ -211,5 +274,21 @@ if __name__ == "__main__":
     parser.add_argument("--sessions", type=int, default=100)
     parser.add_argument("--frame-ms", type=int, default=100)
     parser.add_argument("--turns", type=int, default=3)
+    parser.add_argument(
+        "--back-to-back",
+        action="store_true",
+        help="start the next turn at once instead of listening to the reply first",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="server worker processes")
+    parser.add_argument("--ramp-s", type=float, default=3.0, help="spread the arrivals over this")
     args = parser.parse_args()
-    trio.run(main, args.engines, args.sessions, args.frame_ms, args.turns)
+    trio.run(
+        main,
+        args.engines,
+        args.sessions,
+        args.frame_ms,
+        args.turns,
+        not args.back_to_back,
+        args.workers,
+        args.ramp_s,
+    )

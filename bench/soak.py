@@ -33,8 +33,9 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-def server_pid(port: int) -> int:
-    """The pid listening on ``port`` (found through /proc/net/tcp inodes)."""
+def server_pids(port: int) -> list[int]:
+    """The pids that hold the socket listening on ``port`` (found through
+    /proc/net/tcp inodes): the server, or a supervisor and its workers."""
     import os
 
     inodes = set()
@@ -43,15 +44,25 @@ def server_pid(port: int) -> int:
             parts = line.split()
             if int(parts[1].split(":")[1], 16) == port and parts[3] == "0A":
                 inodes.add(parts[9])
+    pids = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             for fd in os.listdir(f"/proc/{pid}/fd"):
                 link = os.readlink(f"/proc/{pid}/fd/{fd}")
                 if link.startswith("socket:[") and link[8:-1] in inodes:
-                    return int(pid)
+                    pids.append(int(pid))
+                    break
         except OSError:
             continue
-    raise RuntimeError(f"no process listens on {port}")
+    if not pids:
+        raise RuntimeError(f"no process listens on {port}")
+    return pids
+
+
+def server_pid(port: int) -> int:
+    """The one pid listening on ``port``."""
+    (pid,) = server_pids(port)
+    return pid
 
 
 async def talker(url: str, index: int, stats: dict[str, int], stop: trio.Event) -> None:

@@ -13,6 +13,7 @@ refuses ``WAVE_FORMAT_EXTENSIBLE`` headers, the ones most tools write for
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 from collections.abc import Iterator
@@ -161,7 +162,8 @@ def rms(pcm: bytes) -> float:
     if not pcm:
         return 0.0
     samples = np.frombuffer(pcm, "<i2").astype(np.float64)
-    return float(np.sqrt(np.mean(samples * samples)))
+    # A dot product: several times cheaper than np.mean on the VAD's 30 ms frames.
+    return math.sqrt(float(samples @ samples) / len(samples))
 
 
 def _samples_for(ms: int, sample_rate: int) -> int:

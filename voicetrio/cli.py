@@ -6,7 +6,8 @@ import argparse
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from functools import partial
 
 import trio
 
@@ -33,6 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--engines", choices=("fake", "real"), help="engine set (STREAM_ENGINES, default real)"
     )
     serve.add_argument(
+        "--workers",
+        type=int,
+        help="server processes sharing the port (STREAM_WORKERS, default 1)",
+    )
+    # Set by the supervisor for its workers, never by hand.
+    serve.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
+    serve.add_argument(
         "--asr-model",
         help="Whisper model: tiny.en (default), base, a CTranslate2 folder, e.g. base-int8 "
         "(STREAM_MODEL_WHISPER)",
@@ -54,6 +63,7 @@ def load_config(args: argparse.Namespace) -> Config:
         port=getattr(args, "port", None),
         lean=getattr(args, "lean", None),
         engines=getattr(args, "engines", None),
+        workers=getattr(args, "workers", None),
         model_whisper=args.asr_model,
     )
 
@@ -69,9 +79,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if args.command == "transcribe":
         return transcribe_file(config, args.file)
-    setup_logging(config.log_level)
-    trio.run(_serve_until_signal, config)
+    if config.workers > 1 and args.listen_fd is None:
+        from voicetrio.workers import supervise
+
+        setup_logging(config.log_level, worker="supervisor")
+        return trio.run(supervise, config, _serve_argv(args))
+    if args.listen_fd is not None:
+        setup_logging(config.log_level, worker=args.worker_index)
+    else:
+        setup_logging(config.log_level)
+    trio.run(_serve_until_signal, config, args.listen_fd, args.worker_index)
     return 0
+
+
+def _serve_argv(args: argparse.Namespace) -> list[str]:
+    """The ``serve`` flags as given, for the workers to be started with."""
+    argv: list[str] = []
+    for flag, value in (
+        ("--host", args.host),
+        ("--port", args.port),
+        ("--engines", args.engines),
+        ("--asr-model", args.asr_model),
+        ("--workers", args.workers),
+    ):
+        if value is not None:
+            argv += [flag, str(value)]
+    if args.lean:
+        argv.append("--lean")
+    return argv
 
 
 def transcribe_file(config: Config, path: str) -> int:
@@ -89,18 +124,37 @@ def transcribe_file(config: Config, path: str) -> int:
     return 0
 
 
-async def _serve_until_signal(config: Config) -> None:
+async def _serve_until_signal(config: Config, listen_fd: int | None, worker_index: int) -> None:
     from voicetrio.server import serve
 
     stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            running = await nursery.start(lambda task_status: serve(config, shutdown=stop, task_status=task_status))
-            print(f"voicetrio serving on http://{config.host}:{running.port}/", file=sys.stderr, flush=True)
-            async for signum in signals:
-                log_event(None, "signal", signal=signal.Signals(signum).name)
-                stop.set()
-                break
+    listener = None
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as watchers:
+            watchers.start_soon(_stop_on_signal, signals, stop)
+            if listen_fd is not None:
+                from voicetrio.workers import exit_when_orphaned, listener_from_fd
+
+                listener = listener_from_fd(listen_fd)
+                watchers.start_soon(exit_when_orphaned, stop)
+            async with trio.open_nursery() as nursery:
+                running = await nursery.start(
+                    partial(serve, config, shutdown=stop, listener=listener, worker=worker_index)
+                )
+                if listener is None:  # a worker's supervisor says where it serves
+                    print(
+                        f"voicetrio serving on http://{config.host}:{running.port}/",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+            watchers.cancel_scope.cancel()
+
+
+async def _stop_on_signal(signals: AsyncIterator[int], stop: trio.Event) -> None:
+    async for signum in signals:
+        log_event(None, "signal", signal=signal.Signals(signum).name)
+        stop.set()
+        return
 
 
 if __name__ == "__main__":

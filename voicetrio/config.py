@@ -35,6 +35,7 @@ class Config:
     engines: EngineSet = "real"
     lean: bool = False
     shutdown_grace_s: float = 5.0
+    workers: int = 1  # server processes on the one port, see voicetrio.workers
 
     # admission and access
     max_sessions: int = 0  # 0: sized for the machine, see effective_max_sessions
@@ -163,6 +164,7 @@ _ENV_NAMES: Final = {
 # (low, high) inclusive, for numeric settings.
 _BOUNDS: Final[dict[str, tuple[float, float]]] = {
     "port": (0, 65535),
+    "workers": (1, 64),
     "max_sessions": (0, 100_000),
     "busy_retry_after_s": (0, 3600),
     "audio_burst_s": (1, 3600),

@@ -10,6 +10,12 @@ it: shut the socket down, which fails the stuck send, so Hypercorn sees the
 connection closed and the session unwinds. What the kernel still holds for
 the client goes out before the FIN, if the client ever reads it.
 
+The accept loop is ours too, for one more thing: when several worker
+processes accept from one socket, a worker that is full waits a moment
+before it accepts, so that a worker with room takes the connection; if none
+has room, the full one accepts after all and refuses it (``SERVER_BUSY``),
+so a client is never left waiting.
+
 Everything else is Hypercorn's ``worker_serve``: lifespan, a shutdown
 trigger, then ``graceful_timeout`` for open connections. Plain TCP only
 (voicetrio terminates no TLS; put a proxy in front for that). It uses
@@ -20,10 +26,12 @@ version.
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 import socket
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import cast
+from typing import Final, cast
 
 import trio
 from hypercorn.config import Config as HyperConfig
@@ -35,8 +43,15 @@ from hypercorn.typing import AppWrapper, ConnectionState, LifespanState
 from hypercorn.utils import ShutdownError, raise_shutdown, repr_socket_addr, wrap_app
 from quart_trio import QuartTrio
 
+from voicetrio.logs import log_event
+
 #: A peer as ASGI scopes name it: (host, port).
 Peer = tuple[str, int]
+#: How long a full worker leaves a new connection to the others.
+FULL_YIELD_S: Final = 0.05
+# Out of file descriptors or memory: wait, then accept again (as trio does).
+_ACCEPT_CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+_ACCEPT_RETRY_S: Final = 0.1
 
 
 def peer_of(family: int, address: tuple[str, int] | tuple[str, int, int, int]) -> Peer | None:
@@ -77,15 +92,17 @@ class Connections:
         try:
             peer = peer_of(stream.socket.family, stream.socket.getpeername())
         except OSError:  # reset before we looked
-            await stream.aclose()
-            return
+            peer = None
         if peer is not None:
             self._streams[peer] = stream
         try:
-            await serve_connection(stream)
+            if peer is not None:
+                await serve_connection(stream)
         finally:
             if peer is not None and self._streams.get(peer) is stream:
                 del self._streams[peer]
+            # Hypercorn's own close is skipped when it is cancelled midway.
+            await trio.aclose_forcefully(stream)
 
 
 async def serve_app(
@@ -93,12 +110,17 @@ async def serve_app(
     config: HyperConfig,
     connections: Connections,
     *,
+    listeners: list[socket.socket] | None = None,
+    has_room: Callable[[], bool] = lambda: True,
     shutdown_trigger: Callable[[], Awaitable[None]],
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` on ``config.bind`` until ``shutdown_trigger`` returns.
 
-    Reports the bound addresses (``http://host:port``) through ``task_status``.
+    ``listeners`` are listening sockets to accept on instead (a worker's,
+    shared with the other workers); ``has_room`` says whether this worker
+    would admit one more session. Reports the addresses served
+    (``http://host:port``) through ``task_status``.
     """
     asgi: AppWrapper = wrap_app(app, config.wsgi_max_body_size, "asgi")
     config.set_statsd_logger_class(StatsdLogger)
@@ -110,13 +132,14 @@ async def serve_app(
         await lifespan_nursery.start(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()
         async with trio.open_nursery() as server_nursery:
-            sockets = config.create_sockets()
-            listeners = []
-            binds = []
-            for sock in sockets.insecure_sockets:
-                sock.listen(config.backlog)
-                listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
-                binds.append(f"http://{repr_socket_addr(sock.family, sock.getsockname())}")
+            if listeners is None:
+                listeners = config.create_sockets().insecure_sockets
+                for sock in listeners:
+                    sock.listen(config.backlog)
+            trio_listeners = [
+                trio.SocketListener(trio.socket.from_stdlib_socket(sock)) for sock in listeners
+            ]
+            binds = [f"http://{repr_socket_addr(s.family, s.getsockname())}" for s in listeners]
 
             async def serve_connection(stream: trio.SocketStream) -> None:
                 # Annotated for SSL streams only; Hypercorn's own worker hands
@@ -124,18 +147,13 @@ async def serve_app(
                 ssl_typed = cast("trio.SSLStream[trio.SocketStream]", stream)
                 await TCPServer(asgi, config, context, ConnectionState(state.copy()), ssl_typed)
 
+            handle = partial(connections.handle, serve_connection)
             task_status.started(binds)
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(raise_shutdown, shutdown_trigger)
-                    nursery.start_soon(
-                        partial(
-                            trio.serve_listeners,
-                            partial(connections.handle, serve_connection),
-                            listeners,
-                            handler_nursery=server_nursery,
-                        )
-                    )
+                    for listener in trio_listeners:
+                        nursery.start_soon(_accept, listener, handle, has_room, server_nursery)
                     await trio.sleep_forever()
             except* ShutdownError:
                 pass
@@ -144,3 +162,24 @@ async def serve_app(
                 server_nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
         await lifespan.wait_for_shutdown()
         lifespan_nursery.cancel_scope.cancel()
+
+
+async def _accept(
+    listener: trio.SocketListener,
+    handle: Callable[[trio.SocketStream], Awaitable[None]],
+    has_room: Callable[[], bool],
+    handlers: trio.Nursery,
+) -> None:
+    async with listener:
+        while True:
+            if not has_room():
+                await trio.sleep(FULL_YIELD_S)
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                    raise
+                log_event(None, "accept_failed", level=logging.ERROR, error=errno.errorcode[exc.errno])
+                await trio.sleep(_ACCEPT_RETRY_S)
+            else:
+                handlers.start_soon(handle, stream)

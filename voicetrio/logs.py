@@ -17,6 +17,10 @@ _SECRET_MARKERS: Final = ("key", "token", "secret", "password", "authorization")
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self, worker: int | str | None = None) -> None:
+        super().__init__()
+        self.worker = worker
+
     def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, Any] = {
             "ts": round(record.created, 3),
@@ -24,15 +28,18 @@ class JsonFormatter(logging.Formatter):
             "sid": getattr(record, "sid", None),
             "event": getattr(record, "event", record.getMessage()),
         }
+        if self.worker is not None:
+            payload["worker"] = self.worker
         payload.update(getattr(record, "fields", {}))
         if record.exc_info:
             payload["exc"] = self.formatException(record.exc_info)
         return json.dumps(payload, default=str, ensure_ascii=False)
 
 
-def setup_logging(level: str = "INFO") -> None:
+def setup_logging(level: str = "INFO", *, worker: int | str | None = None) -> None:
+    """JSON lines on stderr; with several server processes, each line names its ``worker``."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(JsonFormatter(worker))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import trio
 from hypercorn.config import Config as HyperConfig
+from hypercorn.utils import UnexpectedMessageError
 from prometheus_client import CONTENT_TYPE_LATEST
 from quart import Response, jsonify, request, send_from_directory, websocket
 from quart_trio import QuartTrio
@@ -33,6 +35,7 @@ from voicetrio.outbound import Frame
 from voicetrio.prom import PromObserver
 from voicetrio.protocol import CloseCode, ErrorCode
 from voicetrio.session import Session, TransportClosed
+from voicetrio.workers import share_of
 
 
 def public_dir() -> Path:
@@ -45,15 +48,17 @@ def public_dir() -> Path:
 class Hub:
     """Every live session of this process, and the shutdown sequence."""
 
-    def __init__(self, config: Config, host: EngineHost | None = None) -> None:
+    def __init__(self, config: Config, host: EngineHost | None = None, *, worker: int = 0) -> None:
         self.config = config
+        self.worker = worker
         self.sessions: set[Session] = set()
         self.draining = False
         self.host = host or EngineHost(config)
         self.host.on_failure.append(self._model_failed)
         self.connections = Connections()
         self.sessions_total = 0
-        self.max_sessions = config.effective_max_sessions
+        # With several worker processes, each admits its share.
+        self.max_sessions = share_of(config.effective_max_sessions, config.workers)
         self.observer = PromObserver()
         self.observer.watch(
             depth=lambda: sum(len(s.outbox.queue) for s in self.sessions),
@@ -117,6 +122,12 @@ class Hub:
         log_event(None, "shutdown_done")
 
 
+# How a send or close finds the connection gone. Hypercorn raises
+# UnexpectedMessageError for a send once it has seen the connection close
+# (the peer left, or the session severed it) before the send got there.
+_GONE: Final = (trio.BrokenResourceError, trio.ClosedResourceError, UnexpectedMessageError)
+
+
 class QuartTransport:
     """Adapts Quart's websocket to the session's Transport protocol."""
 
@@ -134,13 +145,13 @@ class QuartTransport:
     async def send(self, data: Frame) -> None:
         try:
             await self._ws.send(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        except _GONE as exc:
             raise TransportClosed(str(exc)) from exc
 
     async def close(self, code: int, reason: str = "") -> None:
         try:
             await self._ws.close(code, reason)
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        except _GONE as exc:
             raise TransportClosed(str(exc)) from exc
 
     def abort(self) -> None:
@@ -181,6 +192,9 @@ def create_app(config: Config, hub: Hub) -> QuartTrio:
             "load": round(len(hub.sessions) / hub.max_sessions, 3),
             "accepting": hub.ready and len(hub.sessions) < hub.max_sessions,
             "sessions_total": hub.sessions_total,
+            # With several workers, this answer is one worker's.
+            "worker": hub.worker,
+            "workers": config.workers,
             "engines": {"set": hub.engines.name, "ready": hub.engines.readiness()},
         }
         return jsonify(body), 200 if hub.ready else 503
@@ -266,15 +280,19 @@ async def serve(
     *,
     shutdown: trio.Event | None = None,
     host: EngineHost | None = None,
+    listener: socket.socket | None = None,
+    worker: int = 0,
     task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until ``shutdown`` is set; then drain the sessions and return.
 
     Reports a :class:`Running` (bound port, hub) through ``task_status``.
     ``host`` replaces the engine host built from the config (another engine
-    set, or a loader of one's own).
+    set, or a loader of one's own). ``listener`` is a listening socket to
+    accept on instead of binding ``config.host:config.port`` (a worker's,
+    shared with the others); ``worker`` is its index.
     """
-    hub = Hub(config, host)
+    hub = Hub(config, host, worker=worker)
     app = create_app(config, hub)
     stop = trio.Event() if shutdown is None else shutdown
 
@@ -285,7 +303,13 @@ async def serve(
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(
             partial(
-                serve_app, app, hypercorn_config(config), hub.connections, shutdown_trigger=trigger
+                serve_app,
+                app,
+                hypercorn_config(config),
+                hub.connections,
+                listeners=None if listener is None else [listener],
+                has_room=lambda: len(hub.sessions) < hub.max_sessions,
+                shutdown_trigger=trigger,
             )
         )
         port = int(binds[0].rsplit(":", 1)[1])

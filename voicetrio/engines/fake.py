@@ -229,7 +229,14 @@ class FakeTts:
             raise TtsError(f"scripted TTS failure for phrase {text[:40]!r}")
         ms = max(100, len(text) * self.ms_per_char)
         pitch = 300 + sum(map(ord, text)) % 400
-        return SpeechAudio(audio.tone(ms, pitch, self.sample_rate), self.sample_rate)
+        return SpeechAudio(_phrase_tone(ms, pitch, self.sample_rate), self.sample_rate)
+
+
+@functools.lru_cache(maxsize=512)
+def _phrase_tone(ms: int, pitch: int, sample_rate: int) -> bytes:
+    # A load test speaks the same few phrases thousands of times: making
+    # each tone again would cost more CPU than the server's own work.
+    return audio.tone(ms, pitch, sample_rate)
 
 
 def fake_engines(config: Config, limiter: trio.CapacityLimiter) -> Engines:
