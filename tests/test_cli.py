@@ -143,6 +143,26 @@ async def test_workers_share_the_port_restart_and_stop_together(tmp_path: Path) 
     assert not any(_exists(e["pid"]) for e in (started[1], again))
 
 
+async def test_no_worker_outlives_a_killed_supervisor() -> None:
+    env = {**os.environ, "STREAM_LOG_LEVEL": "INFO"}
+    command = [PYTHON, "-m", "voicetrio", "serve", "--port", "0", "--engines", "fake", "--workers", "2"]
+    async with trio.open_nursery() as nursery:
+        proc: trio.Process = await nursery.start(
+            partial(trio.run_process, command, stderr=subprocess.PIPE, check=False, env=env)
+        )
+        log = LogLines(proc)
+        await log.port()
+        started = [await log.event("worker_started") for _ in range(2)]
+        for e in started:
+            await log.event("listening", worker=e["worker"])
+        proc.send_signal(signal.SIGKILL)
+        gone = [await log.event("supervisor_gone") for _ in range(2)]
+        assert sorted(e["worker"] for e in gone) == [0, 1]
+        # Their stderr is the pipe we read: it ends when the last of them has exited.
+        await log.until_closed()
+        await proc.wait()
+
+
 def _exists(pid: int) -> bool:
     return os.path.exists(f"/proc/{pid}")
 
@@ -173,6 +193,11 @@ class LogLines:
         if text.startswith("{"):
             self._records.append(json.loads(text))
         return text
+
+    async def until_closed(self) -> None:
+        with trio.fail_after(30):
+            while await self._stream.receive_some():
+                pass
 
     async def port(self) -> int:
         while True:

@@ -15,6 +15,7 @@ before the first :meth:`~Pyttsx3Tts.synthesize`; cancelling it stops the thread.
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 import tempfile
@@ -197,6 +198,10 @@ def _shared_engine() -> _Shared:
         _silence_driver()
         default_voice = str(engine.getProperty("voice") or "en")
         _shared.append(_Shared(engine, default_voice, _espeak.Synchronize))
+        # Let go of it while the interpreter is whole: left to the teardown
+        # of modules, pyttsx3's finalizer finds its own imports gone and
+        # prints an ignored exception on every exit.
+        atexit.register(_shared.clear)
     return _shared[0]
 
 
