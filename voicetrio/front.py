@@ -48,7 +48,7 @@ from voicetrio.logs import log_event
 #: A peer as ASGI scopes name it: (host, port).
 Peer = tuple[str, int]
 #: How long a full worker leaves a new connection to the others.
-FULL_YIELD_S: Final = 0.05
+FULL_YIELD_S: Final = 0.25
 # Out of file descriptors or memory: wait, then accept again (as trio does).
 _ACCEPT_CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 _ACCEPT_RETRY_S: Final = 0.1
@@ -136,9 +136,6 @@ async def serve_app(
                 listeners = config.create_sockets().insecure_sockets
                 for sock in listeners:
                     sock.listen(config.backlog)
-            trio_listeners = [
-                trio.SocketListener(trio.socket.from_stdlib_socket(sock)) for sock in listeners
-            ]
             binds = [f"http://{repr_socket_addr(s.family, s.getsockname())}" for s in listeners]
 
             async def serve_connection(stream: trio.SocketStream) -> None:
@@ -152,8 +149,8 @@ async def serve_app(
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(raise_shutdown, shutdown_trigger)
-                    for listener in trio_listeners:
-                        nursery.start_soon(_accept, listener, handle, has_room, server_nursery)
+                    for sock in listeners:
+                        nursery.start_soon(_accept, sock, handle, has_room, server_nursery)
                     await trio.sleep_forever()
             except* ShutdownError:
                 pass
@@ -165,21 +162,27 @@ async def serve_app(
 
 
 async def _accept(
-    listener: trio.SocketListener,
+    sock: socket.socket,
     handle: Callable[[trio.SocketStream], Awaitable[None]],
     has_room: Callable[[], bool],
     handlers: trio.Nursery,
 ) -> None:
-    async with listener:
+    listener = trio.socket.from_stdlib_socket(sock)
+    with listener:
         while True:
+            # Wait for a connection before deciding, so that "full" is judged
+            # when there is one to take, not when the previous one was.
+            await trio.lowlevel.wait_readable(listener)
             if not has_room():
                 await trio.sleep(FULL_YIELD_S)
             try:
-                stream = await listener.accept()
+                conn, _ = sock.accept()
+            except BlockingIOError:
+                continue  # another worker took it
             except OSError as exc:
                 if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
                     raise
                 log_event(None, "accept_failed", level=logging.ERROR, error=errno.errorcode[exc.errno])
                 await trio.sleep(_ACCEPT_RETRY_S)
-            else:
-                handlers.start_soon(handle, stream)
+                continue
+            handlers.start_soon(handle, trio.SocketStream(trio.socket.from_stdlib_socket(conn)))

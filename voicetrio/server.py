@@ -308,7 +308,10 @@ async def serve(
                 hypercorn_config(config),
                 hub.connections,
                 listeners=None if listener is None else [listener],
-                has_room=lambda: len(hub.sessions) < hub.max_sessions,
+                # Alone, a full server takes the connection at once to refuse it.
+                has_room=(lambda: len(hub.sessions) < hub.max_sessions)
+                if config.workers > 1
+                else (lambda: True),
                 shutdown_trigger=trigger,
             )
         )
