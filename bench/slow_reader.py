@@ -13,7 +13,10 @@ the silence window), before the slow client's backlog built up and after.
 Usage::
 
     .venv/bin/python -m bench.slow_reader [--seconds 30] [--others 10]
-        [--hard-bytes 8388608]
+        [--hard-bytes 2097152]
+
+The hard limit defaults to 2 MiB here rather than the server's 8 MiB, which
+30 s of replies to a client that reads nothing would not reach.
 """
 
 from __future__ import annotations
