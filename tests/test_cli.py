@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from functools import partial
@@ -219,3 +220,20 @@ class LogLines:
                     return record
             checked = len(self._records)
             await self._line()
+
+
+async def test_a_port_in_use_is_one_line_and_exit_1() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for extra in ([], ["--workers", "2"]):
+            result = await trio.run_process(
+                [PYTHON, "-m", "voicetrio", "serve", "--engines", "fake", "--port", str(port), *extra],
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+            )
+            lines = result.stderr.decode().strip().splitlines()
+            assert result.returncode == 1
+            assert lines == [f"voicetrio: cannot listen on 127.0.0.1:{port}: Address already in use"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Sequence
 from functools import partial
@@ -79,16 +80,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if args.command == "transcribe":
         return transcribe_file(config, args.file)
-    if config.workers > 1 and args.listen_fd is None:
-        from voicetrio.workers import supervise
+    from voicetrio.workers import bind_listener, listener_from_fd, supervise
 
-        setup_logging(config.log_level, worker="supervisor")
-        return trio.run(supervise, config, _serve_argv(args))
-    if args.listen_fd is not None:
+    if args.listen_fd is not None:  # a worker: its supervisor holds the port
         setup_logging(config.log_level, worker=args.worker_index)
-    else:
-        setup_logging(config.log_level)
-    trio.run(_serve_until_signal, config, args.listen_fd, args.worker_index)
+        trio.run(_serve_until_signal, config, listener_from_fd(args.listen_fd), args.worker_index)
+        return 0
+    try:
+        listener = bind_listener(config.host, config.port)
+    except OSError as exc:
+        print(f"voicetrio: cannot listen on {config.host}:{config.port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    if config.workers > 1:
+        setup_logging(config.log_level, worker="supervisor")
+        return trio.run(supervise, config, listener, _serve_argv(args))
+    setup_logging(config.log_level)
+    trio.run(_serve_until_signal, config, listener, None)
     return 0
 
 
@@ -124,24 +131,26 @@ def transcribe_file(config: Config, path: str) -> int:
     return 0
 
 
-async def _serve_until_signal(config: Config, listen_fd: int | None, worker_index: int) -> None:
+async def _serve_until_signal(
+    config: Config, listener: socket.socket, worker_index: int | None
+) -> None:
+    """Serve on ``listener`` until SIGINT or SIGTERM (or, for a worker, until
+    its supervisor is gone), then shut down gracefully."""
     from voicetrio.server import serve
 
     stop = trio.Event()
-    listener = None
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as watchers:
             watchers.start_soon(_stop_on_signal, signals, stop)
-            if listen_fd is not None:
-                from voicetrio.workers import exit_when_orphaned, listener_from_fd
+            if worker_index is not None:
+                from voicetrio.workers import exit_when_orphaned
 
-                listener = listener_from_fd(listen_fd)
                 watchers.start_soon(exit_when_orphaned, stop)
             async with trio.open_nursery() as nursery:
                 running = await nursery.start(
-                    partial(serve, config, shutdown=stop, listener=listener, worker=worker_index)
+                    partial(serve, config, shutdown=stop, listener=listener, worker=worker_index or 0)
                 )
-                if listener is None:  # a worker's supervisor says where it serves
+                if worker_index is None:  # a worker's supervisor says where it serves
                     print(
                         f"voicetrio serving on http://{config.host}:{running.port}/",
                         file=sys.stderr,

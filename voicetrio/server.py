@@ -300,6 +300,10 @@ async def serve(
         await stop.wait()
         await hub.shutdown(config.shutdown_grace_s)
 
+    def has_room() -> bool:
+        # Alone, a full server takes a connection at once, to refuse it.
+        return config.workers == 1 or len(hub.sessions) < hub.max_sessions
+
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(
             partial(
@@ -308,10 +312,7 @@ async def serve(
                 hypercorn_config(config),
                 hub.connections,
                 listeners=None if listener is None else [listener],
-                # Alone, a full server takes the connection at once to refuse it.
-                has_room=(lambda: len(hub.sessions) < hub.max_sessions)
-                if config.workers > 1
-                else (lambda: True),
+                has_room=has_room,
                 shutdown_trigger=trigger,
             )
         )

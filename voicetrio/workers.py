@@ -66,14 +66,14 @@ class _Worker:
     exit_codes: list[int] = field(default_factory=list)
 
 
-async def supervise(config: Config, serve_argv: Sequence[str]) -> int:
-    """Serve with ``config.workers`` worker processes until SIGINT or SIGTERM.
+async def supervise(config: Config, listener: socket.socket, serve_argv: Sequence[str]) -> int:
+    """Serve on ``listener`` with ``config.workers`` worker processes until
+    SIGINT or SIGTERM.
 
     ``serve_argv`` are the ``voicetrio serve`` arguments the supervisor was
     started with; each worker gets them again (it reads the same
     environment), plus the socket to accept on and its index.
     """
-    listener = bind_listener(config.host, config.port)
     port = listener.getsockname()[1]
     workers = [_Worker(i) for i in range(config.workers)]
     stopping = trio.Event()
