@@ -89,6 +89,10 @@ async def fake_client(
         return
     try:
         await client.send_json({"type": "start", "sample_rate": 16000})
+        hello = await client.receive()
+        if not isinstance(hello, dict) or hello.get("type") != "protocol":
+            out.errors.append(str(hello.get("code") if isinstance(hello, dict) else "binary"))
+            return
         out.held += 1
         turn_start = 0  # frame index at which the current turn's speech begins
         sent: dict[int, float] = {}
