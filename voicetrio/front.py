@@ -7,8 +7,8 @@ finish, not at the backpressure hard limit, not at shutdown. Serving the
 listeners ourselves lets us keep each connection's socket stream, keyed by
 the peer address that every ASGI scope carries, and :meth:`Connections.sever`
 it: shut the socket down, which fails the stuck send, so Hypercorn sees the
-connection closed and the session unwinds. What the kernel still holds for
-the client goes out before the FIN, if the client ever reads it.
+connection closed and the session unwinds. The client reads what its own
+socket buffer held, then finds the connection reset.
 
 The accept loop is ours too, for one more thing: when several worker
 processes accept from one socket, a worker that is full waits a moment
@@ -67,22 +67,17 @@ class Connections:
     def __init__(self) -> None:
         self._streams: dict[Peer, trio.SocketStream] = {}
 
-    def __len__(self) -> int:
-        return len(self._streams)
-
-    def sever(self, peer: Peer | None) -> bool:
-        """Shut the connection down in both directions, now.
+    def sever(self, peer: Peer | None) -> None:
+        """Shut the connection down in both directions, now (if it is still open).
 
         A task blocked sending to it (shielded or not) wakes with an error;
-        the reader sees end of file. Returns False if no such connection is
-        open (it is already gone)."""
+        the reader sees end of file."""
         stream = self._streams.get(peer) if peer is not None else None
         if stream is None:
-            return False
+            return
         # OSError: already shut down, or reset by the peer.
         with contextlib.suppress(OSError):
             stream.socket.shutdown(socket.SHUT_RDWR)
-        return True
 
     async def handle(
         self,
@@ -90,17 +85,18 @@ class Connections:
         stream: trio.SocketStream,
     ) -> None:
         try:
-            peer = peer_of(stream.socket.family, stream.socket.getpeername())
-        except OSError:  # reset before we looked
-            peer = None
-        if peer is not None:
+            try:
+                peer = peer_of(stream.socket.family, stream.socket.getpeername())
+            except OSError:  # reset before we could ask who it was
+                return
+            if peer is None:
+                return
             self._streams[peer] = stream
-        try:
-            if peer is not None:
+            try:
                 await serve_connection(stream)
-        finally:
-            if peer is not None and self._streams.get(peer) is stream:
+            finally:
                 del self._streams[peer]
+        finally:
             # Hypercorn's own close is skipped when it is cancelled midway.
             await trio.aclose_forcefully(stream)
 
