@@ -26,7 +26,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 
 import trio
@@ -63,7 +63,7 @@ def share_of(total: int, workers: int) -> int:
 class _Worker:
     index: int
     process: trio.Process | None = None
-    exit_codes: list[int] = field(default_factory=list)
+    exit_code: int | None = None
 
 
 async def supervise(config: Config, listener: socket.socket, serve_argv: Sequence[str]) -> int:
@@ -98,6 +98,8 @@ async def supervise(config: Config, listener: socket.socket, serve_argv: Sequenc
             )
             worker.process = process
             log_event(None, "worker_started", worker=worker.index, pid=process.pid)
+            if stopping.is_set():  # the signal came while it was being started
+                process.send_signal(signal.SIGTERM)
             try:
                 code = await process.wait()
             finally:
@@ -108,7 +110,7 @@ async def supervise(config: Config, listener: socket.socket, serve_argv: Sequenc
                         await process.wait()
                     if process.stdin is not None:
                         await process.stdin.aclose()
-            worker.exit_codes.append(code)
+            worker.exit_code = code
             if stopping.is_set():
                 log_event(None, "worker_stopped", worker=worker.index, code=code)
                 return
@@ -142,8 +144,7 @@ async def supervise(config: Config, listener: socket.socket, serve_argv: Sequenc
                         worker.process.send_signal(signal.SIGTERM)
                 break
     listener.close()
-    last = [w.exit_codes[-1] if w.exit_codes else 1 for w in workers]
-    return 0 if all(code == 0 for code in last) else 1
+    return 0 if all(w.exit_code == 0 for w in workers) else 1
 
 
 def listener_from_fd(fd: int) -> socket.socket:
