@@ -221,7 +221,8 @@ async def main(
         url = f"ws://127.0.0.1:{port}/ws"
         rss_idle = rss_total_kib(pids)
         out = Results()
-        cpu0, wall0 = cpu_seconds(pids), time.monotonic()
+        cpu0 = [cpu_seconds([pid]) for pid in pids]
+        wall0 = time.monotonic()
         own0 = resource.getrusage(resource.RUSAGE_SELF)
         peak_rss = rss_idle
         async with trio.open_nursery() as nursery:
@@ -235,8 +236,8 @@ async def main(
             while len(nursery.child_tasks) > 0:
                 peak_rss = max(peak_rss, rss_total_kib(pids))
                 await trio.sleep(1)
-        cpu = cpu_seconds(pids) - cpu0
-        per_process = [cpu_seconds([pid]) for pid in pids]
+        per_process = [cpu_seconds([pid]) - c0 for pid, c0 in zip(pids, cpu0, strict=True)]
+        cpu = sum(per_process)
         wall = time.monotonic() - wall0
         own1 = resource.getrusage(resource.RUSAGE_SELF)
         own = own1.ru_utime + own1.ru_stime - own0.ru_utime - own0.ru_stime
@@ -269,7 +270,7 @@ async def main(
     )
     if len(pids) > 1:
         shares = ", ".join(f"{c / wall * 100:.0f} %" for c in per_process)
-        print(f"  CPU by process (supervisor and workers, whole run): {shares}")
+        print(f"  CPU by process (supervisor and workers): {shares}")
 
 
 if __name__ == "__main__":

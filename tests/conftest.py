@@ -64,10 +64,7 @@ class MemoryTransport:
         if self.close_code is not None or self.aborted:
             raise TransportClosed("closed")
         with trio.CancelScope(shield=self.shielded):
-            while self.blocked and not self.aborted:
-                await self._unblocked.wait()
-        if self.aborted:
-            raise TransportClosed("connection severed")
+            await self._wait_unblocked()
         await trio.lowlevel.checkpoint()
         self.frames.append(data)
         self.times.append(trio.current_time())
@@ -75,13 +72,16 @@ class MemoryTransport:
 
     async def close(self, code: int, reason: str = "") -> None:
         # The close frame is a send too: it waits behind a blocked one.
+        await self._wait_unblocked()
+        await trio.lowlevel.checkpoint()
+        self.close_code = code
+        self._notify()
+
+    async def _wait_unblocked(self) -> None:
         while self.blocked and not self.aborted:
             await self._unblocked.wait()
         if self.aborted:
             raise TransportClosed("connection severed")
-        await trio.lowlevel.checkpoint()
-        self.close_code = code
-        self._notify()
 
     def abort(self) -> None:
         self.aborted = True

@@ -200,21 +200,15 @@ class AsrStage:
     async def _audio(
         self, pcm: bytes, arrived: float, finals: trio.MemorySendChannel[_PendingFinal]
     ) -> None:
-        carry = self._carry
-        carry += pcm
-        whole = len(carry) - len(carry) % FRAME_BYTES
-        if not whole:
-            return
-        chunk = bytes(carry[:whole])
-        del carry[:whole]
-        # Runs for every 30 ms of every session: the hot path of the server.
-        endpointer, vad, ring = self.endpointer, self.vad, self._ring
-        for offset in range(0, whole, FRAME_BYTES):
-            frame = chunk[offset : offset + FRAME_BYTES]
-            ring.append(_Frame(endpointer.now_ms, frame, arrived))
-            if endpointer.in_utterance:
+        self._carry += pcm
+        while len(self._carry) >= FRAME_BYTES:
+            frame = bytes(self._carry[:FRAME_BYTES])
+            del self._carry[:FRAME_BYTES]
+            start_ms = self.endpointer.now_ms
+            self._ring.append(_Frame(start_ms, frame, arrived))
+            if self.endpointer.in_utterance:
                 self._utterance += frame
-            events = endpointer.push(vad.is_speech(frame))
+            events = self.endpointer.push(self.vad.is_speech(frame))
             if events:
                 await self._handle(events, finals)
 
