@@ -6,7 +6,8 @@ session per clip, and reports per clip and as medians: first partial after
 speech onset, final after speech end, partial count, number of finals (a
 clip is one sentence: more than one final means it was split) and WER. Then
 the same clips are decoded offline, whole, with the same model, as the
-accuracy floor. Usage::
+accuracy floor, and the time of those decodes (and of a partial on each
+clip's first 1.5 s) is reported. Usage::
 
     .venv/bin/python -m bench.asr_latency [--model tiny.en] [--frame-ms 40]
 """
@@ -82,13 +83,28 @@ async def stream_clip(url: str, item: Clip, frame_ms: int) -> Result:
     )
 
 
-async def offline_wer(model: str, clips: list[Clip]) -> list[float]:
+@dataclass(frozen=True)
+class Offline:
+    wers: list[float]
+    #: Seconds of one whole-clip final decode, and of one partial on its first 1.5 s.
+    final_decode_s: list[float]
+    partial_decode_s: list[float]
+
+
+async def offline(model: str, clips: list[Clip]) -> Offline:
     from voicetrio.engines.models import resolve_model
     from voicetrio.engines.whisper import WhisperAsr
 
     asr = WhisperAsr(resolve_model(model), limiter=trio.CapacityLimiter(1))
     await asr.load()
-    return [wer(c.text, await asr.transcribe(c.pcm, final=True)) for c in clips]
+    await asr.transcribe(clips[0].pcm, final=True)  # warm-up
+    result = Offline([], [], [])
+    for c in clips:
+        result.wers.append(wer(c.text, await asr.transcribe(c.pcm, final=True)))
+        result.final_decode_s.append(asr.last_decode_s)
+        await asr.transcribe(c.pcm[: 2 * 24_000], final=False)
+        result.partial_decode_s.append(asr.last_decode_s)
+    return result
 
 
 async def main(model: str, frame_ms: int) -> None:
@@ -100,7 +116,8 @@ async def main(model: str, frame_ms: int) -> None:
         await stream_clip(url, clips[0], frame_ms)  # warm-up
         for item in clips:
             rows.append(await stream_clip(url, item, frame_ms))
-    floor = await offline_wer(model, clips)
+    whole = await offline(model, clips)
+    floor = whole.wers
     print(f"model {model}, {frame_ms} ms frames at real-time pace, vad_silence_ms "
           f"{os.environ.get('STREAM_VAD_SILENCE_MS', '700')}")
     print(f"{'clip':<16} {'1st partial':>11} {'final':>8} {'partials':>8} {'finals':>6} "
@@ -120,6 +137,12 @@ async def main(model: str, frame_ms: int) -> None:
         f"(max {max(ends) * 1000:.0f}), partials {median([float(r.partials) for r in rows]):.0f}, "
         f"WER streaming {sum(wers) / len(wers):.3f} vs offline {sum(floor) / len(floor):.3f} "
         f"(mean), split clips {split}/{len(rows)}"
+    )
+    finals, partials = whole.final_decode_s, whole.partial_decode_s
+    print(
+        f"decode (in process, one at a time): final {median(finals) * 1000:.0f} ms median "
+        f"(max {max(finals) * 1000:.0f}), partial of 1.5 s {median(partials) * 1000:.0f} ms "
+        f"median (max {max(partials) * 1000:.0f})"
     )
 
 

@@ -316,3 +316,21 @@ async def test_short_phrases_do_not_loop(asr: WhisperAsr) -> None:
         for final in (False, True):
             text = await asr.transcribe(say(phrase), final=final)
             assert normalize(text) == normalize(phrase), (phrase, final, text)
+
+
+def test_short_window_pads_with_silence_not_zero_features(asr: WhisperAsr) -> None:
+    # Whisper was trained on audio padded with zero samples: after the speech
+    # its encoder expects the log-mel floor, not faster-whisper's 0.0 padding.
+    from voicetrio.engines.whisper import pcm_to_samples
+    from voicetrio.engines.whisper_short import silence_padded_features, window_frames
+
+    samples = pcm_to_samples(say(SENTENCES[2]))
+    frames = samples.size // 160 + 1
+    window = window_frames(frames)
+    features = silence_padded_features(asr._model, samples, window)
+    assert features.shape == (80, window)
+    floor = float(features.min())
+    tail = features[:, frames + 5 :]
+    assert tail.size > 0
+    assert np.allclose(tail, floor)  # every padded frame is silence
+    assert floor < -0.3  # far below the 0.0 that zero-filled features would hold

@@ -188,22 +188,25 @@ def _decode(
 
     Audio that fits a shortened encoder window (an utterance) takes the fast
     path of :mod:`whisper_short`; longer audio faster-whisper's own loop. The
-    full window also gets a second look at a short-window loop, and, when
-    ``careful`` (finals), at a short-window result the decoder was unsure of.
+    full window, padded with silence the same way, also gets a second look at
+    a short-window loop, and, when ``careful`` (finals), at a short-window
+    result the decoder was unsure of.
     """
     start = time.perf_counter()
     segments: Iterable[SegmentLike] | None = None
-    if options.get("language"):
-        segments = decode_short(
-            model, audio, language=options["language"], beam_size=options["beam_size"]
+    language = options.get("language")
+    if language:
+        short = functools.partial(
+            decode_short, model, audio, language=language, beam_size=options["beam_size"]
         )
+        segments = short()
         # A loop on the short window is worth the full window's second opinion.
         if segments is not None and any(
             s.compression_ratio > MAX_COMPRESSION_RATIO
             or (careful and s.text and s.avg_logprob < LOW_LOGPROB)
             for s in segments
         ):
-            segments = None
+            segments = short(full_window=True)
     if segments is None:
         found, _info = model.transcribe(audio, **options)
         # transcribe() is lazy: the decoding happens while the generator is
