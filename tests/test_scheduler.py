@@ -1,0 +1,107 @@
+"""The decode scheduler in Trio: order, cancellation, abandoned threads."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import trio
+import trio.testing
+
+from voicetrio.decode_queue import Lane
+from voicetrio.engines.scheduler import DecodeScheduler
+
+
+async def test_finals_jump_the_partials_waiting_for_the_decoder() -> None:
+    scheduler = DecodeScheduler(1)
+    order: list[str] = []
+    release = trio.Event()
+
+    async def decode(name: str, lane: Lane, since: float) -> None:
+        async with scheduler.slot(lane, since):
+            order.append(name)
+            if name == "running":
+                await release.wait()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(decode, "running", Lane.PARTIAL, 0.0)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(decode, "partial", Lane.PARTIAL, 1.0)
+        nursery.start_soon(decode, "final-late", Lane.FINAL, 3.0)
+        nursery.start_soon(decode, "final-early", Lane.FINAL, 2.0)
+        await trio.testing.wait_all_tasks_blocked()
+        assert scheduler.queue.waiting() == 3
+        release.set()
+    assert order == ["running", "final-early", "final-late", "partial"]
+    assert scheduler.queue.busy == 0
+
+
+async def test_a_cancelled_wait_leaves_no_trace() -> None:
+    scheduler = DecodeScheduler(1)
+    hold = trio.Event()
+    async with trio.open_nursery() as nursery:
+
+        async def holder() -> None:
+            async with scheduler.slot(Lane.FINAL):
+                await hold.wait()
+
+        nursery.start_soon(holder)
+        await trio.testing.wait_all_tasks_blocked()
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            async with scheduler.slot(Lane.PARTIAL):
+                pytest.fail("granted a cancelled request")
+        assert scheduler.queue.waiting() == 0
+        hold.set()
+    assert scheduler.queue.busy == 0
+
+
+async def test_an_abandoned_thread_keeps_its_slot_until_it_ends() -> None:
+    scheduler = DecodeScheduler(1)
+    finish = threading.Event()
+
+    async def run() -> None:
+        await trio.to_thread.run_sync(
+            finish.wait, limiter=scheduler.slot(Lane.FINAL).as_limiter(),
+            abandon_on_cancel=True,
+        )
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    # The caller is gone, the thread is not: the decoder is still busy.
+    assert scheduler.queue.busy == 1
+    granted = trio.Event()
+
+    async def next_decode() -> None:
+        async with scheduler.slot(Lane.FINAL):
+            granted.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(next_decode)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not granted.is_set()
+        finish.set()
+    assert granted.is_set() and scheduler.queue.busy == 0
+
+
+async def test_a_reserved_slot_is_given_back_on_close() -> None:
+    scheduler = DecodeScheduler(1)
+    slot = scheduler.slot(Lane.PARTIAL)
+    await slot.reserve()
+    assert scheduler.queue.busy == 1
+    slot.close()
+    slot.close()
+    assert scheduler.queue.busy == 0
+    with pytest.raises(RuntimeError):
+        await slot.acquire_on_behalf_of(None)
+
+
+async def test_a_reserved_slot_runs_its_thread_and_frees_after() -> None:
+    scheduler = DecodeScheduler(1)
+    slot = scheduler.slot(Lane.PARTIAL)
+    await slot.reserve()
+    assert await trio.to_thread.run_sync(lambda: 42, limiter=slot.as_limiter()) == 42
+    slot.close()  # used: no-op
+    assert scheduler.queue.busy == 0
