@@ -1,94 +1,119 @@
-"""The decode scheduler: one per server, between every session and the decoder.
+"""The scheduler of a shared engine: one per engine per server, between every
+session and the engine's slots.
 
-A Trio shell around the sans-IO :class:`~voicetrio.decode_queue.DecodeQueue`.
-Each decode asks for a :class:`DecodeSlot` in its lane (finals before
-partials, oldest first) and hands the slot to ``trio.to_thread.run_sync`` as
-its ``limiter``: trio then acquires it before the thread starts and releases
-it when the thread has *finished*, even if the caller was cancelled and
-abandoned the thread, so the decoder never runs more decodes than it has
-slots.
+A Trio shell around the sans-IO :class:`~voicetrio.work_queue.WorkQueue`.
+Each piece of work asks for a :class:`Slot` in its lane (urgent before
+tentative, oldest first). A decode hands its slot to
+``trio.to_thread.run_sync`` as the ``limiter`` (:meth:`Slot.as_limiter`):
+trio acquires it before the thread starts and releases it when the thread
+has *finished*, even if the caller was cancelled and abandoned the thread,
+so an engine never runs more work than it has slots.
 
-A partial may :meth:`DecodeSlot.reserve` its slot first and only then take
-the audio to decode: when the decoder was busy it decodes what was said up
-to now, never a snapshot that went stale in the queue.
+A partial may :meth:`Slot.reserve` its slot first and only then take the
+audio to decode: when the decoder was busy it decodes what was said up to
+now, never a snapshot that went stale in the queue. An LLM reply reserves
+its slot before its timers start, and holds it for its stream.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import TracebackType
 from typing import cast
 
 import trio
 
-from voicetrio.decode_queue import DecodeQueue, Lane, Ticket
+from voicetrio.work_queue import Lane, Ticket, WorkQueue
 
 
-class DecodeScheduler:
-    def __init__(self, slots: int) -> None:
-        self.queue = DecodeQueue(slots)
-        self._granted: dict[Ticket, trio.Event] = {}
+class Scheduler:
+    def __init__(self, slots: int, tentative_slots: int | None = None) -> None:
+        self.queue = WorkQueue(slots, tentative_slots)
+        self._waiters: dict[Ticket, trio.Event] = {}
 
-    def slot(self, lane: Lane, since: float | None = None) -> DecodeSlot:
+    def slot(self, lane: Lane, since: float | None = None) -> Slot:
         """A slot in ``lane``; ``since`` (trio time) orders it, default now."""
-        return DecodeSlot(self, lane, trio.current_time() if since is None else since)
+        return Slot(self, lane, trio.current_time() if since is None else since)
 
-    def final_wait_s(self) -> float:
-        """How long a final waits for the decoder now (see DecodeQueue)."""
-        return self.queue.final_wait_s(trio.current_time())
+    def urgent_wait_s(self) -> float:
+        """How long urgent work waits for a slot now (see WorkQueue)."""
+        return self.queue.urgent_wait_s(trio.current_time())
 
-    async def _acquire(self, lane: Lane, since: float) -> Ticket:
-        ticket = self.queue.request(lane, since, trio.current_time())
-        event = self._granted[ticket] = trio.Event()
+    async def _acquire(self, slot: Slot) -> None:
+        ticket = slot._ticket = self.queue.request(slot.lane, slot.since, trio.current_time())
+        event = self._waiters[ticket] = trio.Event()
         self._grant()
         try:
             await event.wait()
         except BaseException:
+            ticket = slot._ticket  # promotion may have replaced it
             if event.is_set():
-                self._release()  # granted as we were cancelled: hand it on
+                self._release(ticket.lane)  # granted as we were cancelled: hand it on
             else:
                 self.queue.cancel(ticket)
             raise
         finally:
-            del self._granted[ticket]
-        return ticket
+            self._waiters.pop(slot._ticket, None)
 
-    def _release(self) -> None:
-        self.queue.release()
+    def _promote(self, slot: Slot) -> None:
+        ticket = slot._ticket
+        if ticket is None:
+            return  # not asked for yet: it will ask in its new lane
+        event = self._waiters.get(ticket)
+        if event is None or event.is_set():  # granted: its slot now counts as urgent
+            self.queue.moved(ticket)
+            slot._ticket = replace(ticket, lane=Lane.URGENT)
+            return
+        del self._waiters[ticket]
+        slot._ticket = promoted = self.queue.promote(ticket)
+        self._waiters[promoted] = event
+        self._grant()
+
+    def _release(self, lane: Lane) -> None:
+        self.queue.release(lane)
         self._grant()
 
     def _grant(self) -> None:
         for ticket in self.queue.grant(trio.current_time()):
-            self._granted[ticket].set()
+            self._waiters[ticket].set()
 
 
-class DecodeSlot:
-    """One decode's place in the scheduler; trio's limiter protocol.
+class Slot:
+    """One piece of work's place in a scheduler; trio's limiter protocol.
 
-    Use once: as ``limiter=`` of ``trio.to_thread.run_sync``, or as
-    ``async with slot:`` around work that is not a thread. A slot reserved
-    with :meth:`reserve` must be used or :meth:`close`\\ d.
+    Use once: as ``limiter=slot.as_limiter()`` of ``trio.to_thread.run_sync``,
+    or as ``async with slot:`` around work that is not a thread. A slot
+    reserved with :meth:`reserve` must be used or :meth:`close`\\ d.
     """
 
-    def __init__(self, scheduler: DecodeScheduler, lane: Lane, since: float) -> None:
+    def __init__(self, scheduler: Scheduler, lane: Lane, since: float) -> None:
         self._scheduler = scheduler
         self.lane = lane
         self.since = since
+        self._ticket: Ticket | None = None
         self._held = False
         self._used = False
 
     async def reserve(self) -> None:
         """Wait for this slot's turn, and hold it."""
         if self._held or self._used:
-            raise RuntimeError("this decode slot was already taken")
-        await self._scheduler._acquire(self.lane, self.since)
+            raise RuntimeError("this slot was already taken")
+        await self._scheduler._acquire(self)
         self._held = True
 
+    def promote(self) -> None:
+        """Tentative work became urgent (a speculative reply, confirmed):
+        waiting, it moves ahead of tentative work; holding, it counts as urgent."""
+        if self.lane is Lane.TENTATIVE:
+            self.lane = Lane.URGENT
+            self._scheduler._promote(self)
+
     def close(self) -> None:
-        """Give back a reserved slot that no thread took (no-op otherwise)."""
-        if self._held and not self._used:
+        """Give back a held slot (no-op if it is not held)."""
+        if self._held:
             self._held = False
             self._used = True
-            self._scheduler._release()
+            self._scheduler._release(self.lane)
 
     def as_limiter(self) -> trio.CapacityLimiter:
         """This slot, for ``trio.to_thread.run_sync(limiter=...)``.
@@ -101,15 +126,13 @@ class DecodeSlot:
 
     async def acquire_on_behalf_of(self, borrower: object) -> None:
         if self._used:
-            raise RuntimeError("a decode slot is used once")
+            raise RuntimeError("a slot is used once")
         if not self._held:
             await self.reserve()
         self._used = True
 
     def release_on_behalf_of(self, borrower: object) -> None:
-        if self._held:
-            self._held = False
-            self._scheduler._release()
+        self.close()
 
     async def __aenter__(self) -> None:
         await self.acquire_on_behalf_of(None)
@@ -120,7 +143,7 @@ class DecodeSlot:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.release_on_behalf_of(None)
+        self.close()
 
 
-__all__ = ["DecodeScheduler", "DecodeSlot"]
+__all__ = ["Scheduler", "Slot"]
