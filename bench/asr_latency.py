@@ -95,7 +95,7 @@ async def offline(model: str, clips: list[Clip]) -> Offline:
     from voicetrio.engines.models import resolve_model
     from voicetrio.engines.whisper import WhisperAsr
 
-    asr = WhisperAsr(resolve_model(model), limiter=trio.CapacityLimiter(1))
+    asr = WhisperAsr(resolve_model(model))
     await asr.load()
     await asr.transcribe(clips[0].pcm, final=True)  # warm-up
     result = Offline([], [], [])

@@ -37,6 +37,7 @@ from voicetrio.engines.fake import (
     fake_engines,
     words_for,
 )
+from voicetrio.engines.scheduler import Scheduler
 
 CONVERSATION: list[ChatMessage] = [
     {"role": "system", "content": "Be brief."},
@@ -137,7 +138,7 @@ async def test_asr_delay_is_exact(autojump_clock: trio.testing.MockClock) -> Non
     assert trio.current_time() - start == 0.25
 
 
-async def test_asr_limiter_serializes_decodes(autojump_clock: trio.testing.MockClock) -> None:
+async def test_asr_scheduler_serializes_decodes(autojump_clock: trio.testing.MockClock) -> None:
     async def finish_times(asr: FakeAsr) -> list[float]:
         done: list[float] = []
 
@@ -152,7 +153,7 @@ async def test_asr_limiter_serializes_decodes(autojump_clock: trio.testing.MockC
         return [t - start for t in done]
 
     assert await finish_times(FakeAsr(delay_s=0.25)) == [0.25, 0.25]
-    limited = FakeAsr(delay_s=0.25, limiter=trio.CapacityLimiter(1))
+    limited = FakeAsr(delay_s=0.25, scheduler=Scheduler(1))
     assert await finish_times(limited) == [0.25, 0.5]
 
 
@@ -347,8 +348,8 @@ async def test_fake_engines_follow_the_config(autojump_clock: trio.testing.MockC
         fake_llm_mode="hang",
         fake_tts_ms=0,
     )
-    limiter = trio.CapacityLimiter(1)
-    engines: Engines = fake_engines(config, limiter)
+    decoder = Scheduler(1)
+    engines: Engines = fake_engines(config, decoder)
     assert engines.name == "fake"
     assert engines.readiness() == {"asr": True, "llm": True, "tts": True}
 
@@ -357,7 +358,8 @@ async def test_fake_engines_follow_the_config(autojump_clock: trio.testing.MockC
     assert vad_a.threshold == 800
 
     assert isinstance(engines.asr, FakeAsr)
-    assert (engines.asr.delay_s, engines.asr.limiter) == (0.25, limiter)
+    assert (engines.asr.delay_s, engines.asr.scheduler) == (0.25, decoder)
+    assert engines.decoder is decoder
     assert isinstance(engines.llm, FakeLlm)
     llm = engines.llm
     assert (llm.first_token_s, llm.token_s, llm.mode) == (0.5, 0.125, "hang")
@@ -369,7 +371,7 @@ async def test_fake_engines_follow_the_config(autojump_clock: trio.testing.MockC
 
 
 def test_default_config_gives_default_timings() -> None:
-    engines = fake_engines(Config(), trio.CapacityLimiter(1))
+    engines = fake_engines(Config(), Scheduler(1))
     assert isinstance(engines.asr, FakeAsr) and engines.asr.delay_s == FakeAsr().delay_s
     assert isinstance(engines.llm, FakeLlm)
     assert (engines.llm.first_token_s, engines.llm.token_s) == (0.05, 0.02)

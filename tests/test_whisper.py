@@ -27,6 +27,7 @@ from voicetrio.engines.whisper import (
     transcribe_file,
 )
 from voicetrio.resample import resample
+from voicetrio.work_queue import Lane
 
 MAX_WER = 0.25
 
@@ -38,7 +39,7 @@ def spec() -> ModelSpec:
 
 @pytest.fixture(scope="module")
 def asr(spec: ModelSpec) -> WhisperAsr:
-    engine = WhisperAsr(spec, limiter=trio.CapacityLimiter(1))
+    engine = WhisperAsr(spec)
     # A sync fixture, so outside any test's event loop: a run of its own.
     trio.run(engine.load)
     return engine
@@ -54,7 +55,7 @@ def _noise(ms: int, level: float, seed: int = 0) -> bytes:
 
 
 async def test_ready_flips_after_load(spec: ModelSpec) -> None:
-    engine = WhisperAsr(spec, limiter=trio.CapacityLimiter(1))
+    engine = WhisperAsr(spec)
     assert engine.ready is False
     await engine.load()
     assert engine.ready is True
@@ -68,14 +69,14 @@ async def test_bad_model_folder_fails_on_load(tmp_path: Path) -> None:
     (folder / "model.bin").write_bytes(b"not a model")
     (folder / "config.json").write_text("{}")
     (folder / "tokenizer.json").write_text("{}")
-    engine = WhisperAsr(resolve_model(str(folder)), limiter=trio.CapacityLimiter(1))
+    engine = WhisperAsr(resolve_model(str(folder)))
     with pytest.raises(ModelLoadError, match=f"cannot load Whisper model '{folder}' from {folder}"):
         await engine.load()
     assert engine.ready is False
 
 
 async def test_hub_name_fails_offline_with_a_clear_message() -> None:
-    engine = WhisperAsr(ModelSpec("small", None, "small", "int8"), limiter=trio.CapacityLimiter(1))
+    engine = WhisperAsr(ModelSpec("small", None, "small", "int8"))
     with pytest.raises(ModelLoadError) as info:
         await engine.load()
     message = str(info.value)
@@ -85,7 +86,7 @@ async def test_hub_name_fails_offline_with_a_clear_message() -> None:
 
 
 async def test_transcribe_before_load_is_an_asr_error(spec: ModelSpec) -> None:
-    engine = WhisperAsr(spec, limiter=trio.CapacityLimiter(1))
+    engine = WhisperAsr(spec)
     with pytest.raises(AsrError, match="not loaded"):
         await engine.transcribe(silence(500), final=True)
 
@@ -166,11 +167,11 @@ async def test_cancelled_decode_is_abandoned_and_the_model_still_works(asr: Whis
         nursery.start_soon(lambda: _collect(asr, pcm, results))
         # Every task blocked means the decode is running in its thread.
         await trio.testing.wait_all_tasks_blocked()
-        assert asr.limiter.borrowed_tokens == 1
+        assert asr.scheduler.queue.in_use == 1
         nursery.cancel_scope.cancel()
     assert results == []
-    # The abandoned thread still holds the limiter until it finishes.
-    async with asr.limiter:
+    # The abandoned thread still holds its decoder slot until it finishes.
+    async with asr.scheduler.slot(Lane.URGENT):
         pass
     assert asr.decodes == before
     text = await asr.transcribe(pcm, final=True)

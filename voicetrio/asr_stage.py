@@ -42,6 +42,7 @@ from voicetrio.metrics import TurnMetrics
 from voicetrio.protocol import ErrorCode
 from voicetrio.reply import Turn, Utterance
 from voicetrio.resample import Resampler
+from voicetrio.work_queue import Lane
 
 if TYPE_CHECKING:
     from voicetrio.session import SessionContext
@@ -72,9 +73,11 @@ class _Decode:
     silence window still runs; dropping the decode drops the reply unheard.
     """
 
-    def __init__(self, pcm: bytes, metrics: TurnMetrics) -> None:
+    def __init__(self, pcm: bytes, metrics: TurnMetrics, since: float) -> None:
         self.pcm = pcm
         self.metrics = metrics
+        #: When the speech ended: the decoder serves the oldest first.
+        self.since = since
         self.done = trio.Event()
         self.scope = trio.CancelScope()
         self.text: str | None = None
@@ -87,7 +90,9 @@ class _Decode:
         started = trio.current_time()
         try:
             with self.scope:
-                self.text = (await stage.ctx.engines.asr.transcribe(self.pcm, final=True)).strip()
+                slot = stage.ctx.engines.decoder.slot(Lane.URGENT, self.since)
+                text = await stage.ctx.engines.asr.transcribe(self.pcm, final=True, slot=slot)
+                self.text = text.strip()
         except EngineError as exc:
             self.error = exc
         finally:
@@ -245,22 +250,29 @@ class AsrStage:
 
     def _start_partial(self) -> None:
         self.endpointer.partial_started()
-        self._nursery.start_soon(self._partial, bytes(self._utterance), self._generation)
+        self._nursery.start_soon(self._partial, self._generation)
 
-    async def _partial(self, pcm: bytes, generation: int) -> None:
+    async def _partial(self, generation: int) -> None:
         metrics = self._metrics
         text = ""
+        slot = self.ctx.engines.decoder.slot(Lane.TENTATIVE)
         try:
             with trio.CancelScope() as scope:
                 self._partial_scope = scope
+                # The audio is taken once the decoder is ours: when it was busy,
+                # the partial covers what was said while it waited.
+                await slot.reserve()
+                pcm = bytes(self._utterance)
                 started = trio.current_time()
                 try:
-                    text = (await self.ctx.engines.asr.transcribe(pcm, final=False)).strip()
+                    text = await self.ctx.engines.asr.transcribe(pcm, final=False, slot=slot)
                 except EngineError as exc:
                     log_event(self.ctx.sid, "partial_fail", level=logging.WARNING, reason=str(exc))
                 else:
+                    text = text.strip()
                     self._decoded(metrics, trio.current_time() - started, _seconds(pcm), "partial")
         finally:
+            slot.close()
             # Whatever happened, this utterance may have its next partial.
             if generation == self._generation:
                 self.endpointer.partial_finished()
@@ -277,7 +289,7 @@ class AsrStage:
     def _start_speculative(self) -> None:
         if self._metrics is None:
             return
-        decode = _Decode(bytes(self._utterance), self._metrics)
+        decode = _Decode(bytes(self._utterance), self._metrics, trio.current_time())
         self._speculative = decode
         self._nursery.start_soon(partial(decode.run, self, speculative=True))
 
@@ -323,7 +335,8 @@ class AsrStage:
         if speculative is not None:
             await finals.send(_PendingFinal(speculative, True, metrics, event.reason))
         else:
-            await finals.send(_PendingFinal(_Decode(pcm, metrics), False, metrics, event.reason))
+            decode = _Decode(pcm, metrics, trio.current_time())
+            await finals.send(_PendingFinal(decode, False, metrics, event.reason))
 
     async def _finalizer(self, pending: trio.MemoryReceiveChannel[_PendingFinal]) -> None:
         async with pending:

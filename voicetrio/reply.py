@@ -34,6 +34,7 @@ from voicetrio.logs import log_event
 from voicetrio.metrics import TurnMetrics
 from voicetrio.phrases import PhraseAggregator
 from voicetrio.protocol import ErrorCode, JsonDict
+from voicetrio.work_queue import Lane
 
 if TYPE_CHECKING:
     from voicetrio.session import SessionContext
@@ -80,6 +81,9 @@ class Turn:
         self.reply_text = ""
         self.scope = trio.CancelScope()
         self.finished = trio.Event()
+        # The turn's place in the LLM's queue: tentative while held, so that
+        # a speculative reply never keeps a confirmed one waiting.
+        self._llm_slot = ctx.engines.replies.slot(Lane.TENTATIVE if held else Lane.URGENT)
         self._held_sends: list[Callable[[], None]] = []
         self._memory_pending = False
         # Estimated end of playback at the client (server clock), for barge-in
@@ -110,6 +114,7 @@ class Turn:
         if not self.held:
             return
         self.held = False
+        self._llm_slot.promote()
         for send in self._held_sends:
             send()
         self._held_sends.clear()
@@ -164,6 +169,12 @@ class Turn:
         delta_send, delta_recv = trio.open_memory_channel[str](0)
         phrase_send, phrase_recv = trio.open_memory_channel[str](config.max_pending_phrases)
         try:
+            # The timeouts run from when the LLM takes the request: waiting in
+            # line (admission keeps it short) is not the model being slow.
+            with trio.move_on_after(config.llm_timeout_s):
+                await self._llm_slot.reserve()
+            if not self._llm_slot.held:
+                raise LlmTimeout(f"the language model was busy for {config.llm_timeout_s:g} s")
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._speaker, phrase_recv)
                 nursery.start_soon(self._llm_reader, messages, delta_send)
@@ -178,6 +189,8 @@ class Turn:
         else:
             self.outcome = Outcome.DONE
             self.emit(protocol.tts_complete())
+        finally:
+            self._llm_slot.close()
         self.emit_metrics()
 
     def _fail(self, outcome: Outcome, event: JsonDict) -> None:
@@ -211,10 +224,13 @@ class Turn:
     ) -> None:
         # Runs in its own task so that the pump's timeouts cancel a channel
         # receive, never the engine's iterator midway.
-        async with out, self.ctx.engines.llm.stream(messages) as deltas:
-            async for delta in deltas:
-                if delta:
-                    await out.send(delta)
+        try:
+            async with out, self.ctx.engines.llm.stream(messages) as deltas:
+                async for delta in deltas:
+                    if delta:
+                        await out.send(delta)
+        finally:
+            self._llm_slot.close()  # the reply is written: the next may start
 
     async def _token_pump(
         self, deltas: trio.MemoryReceiveChannel[str], phrases: trio.MemorySendChannel[str]

@@ -29,6 +29,7 @@ from voicetrio.config import Config
 from voicetrio.engines.base import ChatMessage, Engines, SpeechAudio
 from voicetrio.engines.fake import EnergyVad, FakeAsr, FakeLlm, FakeTts
 from voicetrio.engines.registry import EngineHost
+from voicetrio.engines.scheduler import Slot
 from voicetrio.server import Running, serve
 
 #: Zero engine delays: for tests where timing is irrelevant.
@@ -131,14 +132,14 @@ class ProbeAsr:
         self.final_started = trio.Event()
         self.active = 0
 
-    async def transcribe(self, pcm: bytes, *, final: bool) -> str:
+    async def transcribe(self, pcm: bytes, *, final: bool, slot: Slot | None = None) -> str:
         self.active += 1
         try:
             if final:
                 self.final_started.set()
                 if self.hang_final:
                     await trio.sleep_forever()
-            return await self.inner.transcribe(pcm, final=final)
+            return await self.inner.transcribe(pcm, final=final, slot=slot)
         finally:
             self.active -= 1
 
@@ -150,9 +151,9 @@ class RtfAsr:
         self.inner = FakeAsr(delay_s=0)
         self.rtf = rtf
 
-    async def transcribe(self, pcm: bytes, *, final: bool) -> str:
+    async def transcribe(self, pcm: bytes, *, final: bool, slot: Slot | None = None) -> str:
         await trio.sleep(self.rtf * len(pcm) / 32000)
-        return await self.inner.transcribe(pcm, final=final)
+        return await self.inner.transcribe(pcm, final=final, slot=slot)
 
 
 class StallingLlm:

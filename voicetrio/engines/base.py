@@ -2,8 +2,8 @@
 
 A session knows engines only through these ``typing.Protocol``s. Engines are
 async at the edge: an engine whose work is blocking (Whisper, espeak) runs it
-in ``trio.to_thread.run_sync`` under a ``CapacityLimiter`` it shares with every
-session, so the session never blocks the event loop and cancelling a turn
+in ``trio.to_thread.run_sync`` under a slot of the scheduler it shares with
+every session (:mod:`voicetrio.engines.scheduler`), so the session never blocks the event loop and cancelling a turn
 only abandons a result, never a half-updated model.
 
 Error tree::
@@ -21,9 +21,10 @@ import io
 import wave
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypedDict
 
+from voicetrio.engines.scheduler import Scheduler, Slot
 from voicetrio.protocol import ErrorCode
 
 #: The rate every engine sees: the session resamples client audio to it.
@@ -64,9 +65,12 @@ VadFactory = Callable[[], VadEngine]
 
 
 class AsrEngine(Protocol):
-    async def transcribe(self, pcm: bytes, *, final: bool) -> str:
+    async def transcribe(self, pcm: bytes, *, final: bool, slot: Slot | None = None) -> str:
         """Text of ``pcm`` (16 kHz 16-bit mono). ``final`` marks the last decode
-        of an utterance, which may be slower and more careful. Raises AsrError."""
+        of an utterance, which may be slower and more careful. ``slot`` is the
+        decode's place in the shared decoder's queue (default: a new one, in
+        the urgent lane for a final, the tentative lane for a partial).
+        Raises AsrError."""
         ...
 
 
@@ -121,6 +125,10 @@ class Engines:
     asr: AsrEngine
     llm: LlmEngine
     tts: TtsEngine
+    #: The queue of the shared decoder, which ``asr`` decodes under.
+    decoder: Scheduler = field(default_factory=lambda: Scheduler(1))
+    #: The queue in front of the LLM: one slot per reply it streams at once.
+    replies: Scheduler = field(default_factory=lambda: Scheduler(64))
 
     def readiness(self) -> dict[str, bool]:
         return {

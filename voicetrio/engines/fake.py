@@ -34,6 +34,8 @@ from voicetrio.engines.base import (
     SpeechAudio,
     TtsError,
 )
+from voicetrio.engines.scheduler import Scheduler, Slot
+from voicetrio.work_queue import Lane
 
 FakeLlmMode = Literal["normal", "hang", "fail"]
 
@@ -53,7 +55,7 @@ ASR_WORD_RMS: Final = 500
 _CROSSINGS_PER_WORD: Final = 30
 
 
-async def _work(delay_s: float, limiter: trio.CapacityLimiter | None) -> None:
+async def _work(delay_s: float, limiter: trio.CapacityLimiter | Slot | None) -> None:
     """Stand in for blocking work on a shared, capacity-limited resource."""
     if limiter is None:
         await trio.sleep(delay_s)
@@ -93,21 +95,23 @@ class FakeAsr:
         self,
         *,
         delay_s: float = 0.02,
-        limiter: trio.CapacityLimiter | None = None,
+        scheduler: Scheduler | None = None,
         fail: bool = False,
     ) -> None:
         _check_delay("delay_s", delay_s)
         self.delay_s = delay_s
-        self.limiter = limiter
+        self.scheduler = scheduler
         self.fail = fail
         self.calls = 0
         self.final_calls = 0
 
-    async def transcribe(self, pcm: bytes, *, final: bool) -> str:
+    async def transcribe(self, pcm: bytes, *, final: bool, slot: Slot | None = None) -> str:
         self.calls += 1
         if final:
             self.final_calls += 1
-        await _work(self.delay_s, self.limiter)
+        if slot is None and self.scheduler is not None:
+            slot = self.scheduler.slot(Lane.URGENT if final else Lane.TENTATIVE)
+        await _work(self.delay_s, slot)
         if self.fail:
             raise AsrError("scripted ASR failure (FakeAsr(fail=True))")
         return words_for(pcm)
@@ -239,22 +243,23 @@ def _phrase_tone(ms: int, pitch: int, sample_rate: int) -> bytes:
     return audio.tone(ms, pitch, sample_rate)
 
 
-def fake_engines(config: Config, limiter: trio.CapacityLimiter) -> Engines:
+def fake_engines(config: Config, decoder: Scheduler) -> Engines:
     """The deterministic set, timed by the ``fake_*`` settings.
 
-    ``limiter`` is the shared decoder capacity (``decode_concurrency``), so it
-    goes to the ASR, the stage it stands for.
+    ``decoder`` is the shared decoder's queue (``decode_concurrency`` slots),
+    so it goes to the ASR, the stage it stands for.
     """
     return Engines(
         name="fake",
         vad=functools.partial(EnergyVad, config.vad_energy_threshold),
-        asr=FakeAsr(delay_s=config.fake_asr_ms / 1000, limiter=limiter),
+        asr=FakeAsr(delay_s=config.fake_asr_ms / 1000, scheduler=decoder),
         llm=FakeLlm(
             first_token_s=config.fake_llm_first_token_ms / 1000,
             token_s=config.fake_llm_token_ms / 1000,
             mode=config.fake_llm_mode,
         ),
         tts=FakeTts(delay_s=config.fake_tts_ms / 1000),
+        decoder=decoder,
     )
 
 

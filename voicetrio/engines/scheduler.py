@@ -94,6 +94,11 @@ class Slot:
         self._held = False
         self._used = False
 
+    @property
+    def held(self) -> bool:
+        """Reserved and not yet given back."""
+        return self._held
+
     async def reserve(self) -> None:
         """Wait for this slot's turn, and hold it."""
         if self._held or self._used:

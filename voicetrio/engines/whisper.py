@@ -2,7 +2,7 @@
 
 :class:`WhisperAsr` is the real :class:`~voicetrio.engines.base.AsrEngine`. One
 instance, one model, shared by every session: each decode runs in a worker
-thread under the shared ``CapacityLimiter``, and a cancelled decode is
+thread under a slot of the shared decoder's scheduler (finals first), and a cancelled decode is
 abandoned (its thread finishes and its result is dropped), so cancelling a
 turn never leaves the model half-way through anything.
 
@@ -33,7 +33,9 @@ import trio
 
 from voicetrio.engines.base import ENGINE_SAMPLE_RATE, AsrError, ModelLoadError
 from voicetrio.engines.models import ModelSpec
+from voicetrio.engines.scheduler import Scheduler, Slot
 from voicetrio.engines.whisper_short import decode_short
+from voicetrio.work_queue import Lane
 
 Samples = npt.NDArray[np.float32]
 
@@ -233,7 +235,7 @@ class WhisperAsr:
         self,
         spec: ModelSpec,
         *,
-        limiter: trio.CapacityLimiter,
+        scheduler: Scheduler | None = None,
         cpu_threads: int = 0,
         beam_size_final: int = 1,
         language: str | None = "en",
@@ -243,7 +245,7 @@ class WhisperAsr:
         if beam_size_final < 1:
             raise ValueError(f"beam_size_final must be >= 1, got {beam_size_final}")
         self.spec = spec
-        self.limiter = limiter
+        self.scheduler = scheduler if scheduler is not None else Scheduler(1)
         self.cpu_threads = cpu_threads
         self.beam_size_final = beam_size_final
         self.language = language
@@ -280,25 +282,30 @@ class WhisperAsr:
             "compression_ratio_threshold": None,
         }
 
-    async def transcribe(self, pcm: bytes, *, final: bool) -> str:
+    async def transcribe(self, pcm: bytes, *, final: bool, slot: Slot | None = None) -> str:
         try:
             samples = pcm_to_samples(pcm)
         except ValueError as exc:
             raise AsrError(str(exc)) from None
-        return await self.transcribe_samples(samples, final=final)
+        return await self.transcribe_samples(samples, final=final, slot=slot)
 
-    async def transcribe_samples(self, samples: Samples, *, final: bool) -> str:
+    async def transcribe_samples(
+        self, samples: Samples, *, final: bool, slot: Slot | None = None
+    ) -> str:
         """Like :meth:`transcribe`, for float32 16 kHz samples (e.g. :func:`decode_upload`)."""
-        if self._model is None:
-            raise AsrError(f"Whisper model {self.spec.name!r} is not loaded")
-        if samples.size == 0:
+        if slot is None:
+            slot = self.scheduler.slot(Lane.URGENT if final else Lane.TENTATIVE)
+        if self._model is None or samples.size == 0:
+            slot.close()  # a slot the caller reserved goes back unused
+            if self._model is None:
+                raise AsrError(f"Whisper model {self.spec.name!r} is not loaded")
             return ""
         decode = functools.partial(
             _decode, self._model, samples, self._options(final), careful=final
         )
         try:
             text, seconds = await trio.to_thread.run_sync(
-                decode, limiter=self.limiter, abandon_on_cancel=True
+                decode, limiter=slot.as_limiter(), abandon_on_cancel=True
             )
         except Exception as exc:
             raise AsrError(f"Whisper decode failed: {type(exc).__name__}: {exc}") from exc
