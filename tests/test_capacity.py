@@ -1,0 +1,91 @@
+"""Capacity in talkers and admission by live load (sans-IO), and the probe turn."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import trio
+
+from voicetrio.capacity import (
+    COST_EWMA_ALPHA,
+    MAX_DECODE_WAIT_S,
+    MAX_LLM_WAIT_S,
+    CapacityModel,
+    Load,
+    TurnCost,
+    load,
+    refusal,
+)
+from voicetrio.engines.fake import FakeAsr, FakeLlm, FakeTts
+from voicetrio.engines.probe import cpu_meter, probe_turn, process_cpu_s
+
+
+def test_talkers_from_the_cpu_a_turn_costs() -> None:
+    model = CapacityModel(cores=2, cycle_s=10, utilization=0.6)
+    assert model.talkers(1.0) == 12  # 2 cores x 0.6 x 10 s / 1 s
+    assert model.talkers(2.0) == 6
+    assert model.talkers(2.5) == 4  # 4.8, rounded down
+    assert model.talkers(100.0) == 1  # never fewer than one
+    with pytest.raises(ValueError):
+        model.talkers(0)
+    with pytest.raises(ValueError):
+        CapacityModel(cores=2, utilization=1.5)
+
+
+def test_turn_cost_follows_live_turns() -> None:
+    cost = TurnCost(2.0)
+    cost.observe(30.0, 10)  # 3 s a turn
+    assert cost.cpu_s == pytest.approx(2.0 + COST_EWMA_ALPHA * (3.0 - 2.0))
+    cost.observe(5.0, 0)  # no turn finished: nothing learned
+    assert cost.cpu_s == pytest.approx(2.0 + COST_EWMA_ALPHA)
+    with pytest.raises(ValueError):
+        TurnCost(0)
+
+
+@pytest.mark.parametrize(
+    ("figures", "reason"),
+    [
+        (Load(5, 6, 0.1, 0.2), None),
+        (Load(6, 6, 0.0, 0.0), "at capacity (6 talkers)"),
+        (Load(1, 6, MAX_DECODE_WAIT_S + 0.1, 0.0), "speech recognition is behind"),
+        (Load(1, 6, 0.0, MAX_LLM_WAIT_S + 0.1), "language model is behind"),
+    ],
+)
+def test_refusal(figures: Load, reason: str | None) -> None:
+    said = refusal(figures)
+    if reason is None:
+        assert said is None
+    else:
+        assert said is not None and reason in said
+
+
+def test_load_is_the_fullest_figure() -> None:
+    assert load(Load(3, 6, 0.0, 0.0)) == 0.5
+    assert load(Load(3, 6, MAX_DECODE_WAIT_S, 0.0)) == 1.0
+    assert load(Load(0, 6, 0.0, MAX_LLM_WAIT_S * 2)) == 2.0
+
+
+def test_process_cpu_of_this_process_and_of_none() -> None:
+    assert process_cpu_s(os.getpid()) >= 0.0
+    assert process_cpu_s(2**22 + 12345) == 0.0  # no such process
+
+
+async def test_probe_turn_drives_every_engine_once_through(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    asr, llm, tts = FakeAsr(delay_s=0), FakeLlm(first_token_s=0, token_s=0), FakeTts(delay_s=0)
+    ticks = iter(float(n) for n in range(100))
+    cost = await probe_turn(asr, llm, tts, system_prompt="Be brief.", cpu=lambda: next(ticks))
+    assert cost == 1.0  # the meter read once before and once after
+    assert asr.final_calls == 1 and asr.calls > 1  # partials, then the final
+    assert llm.opened == 1
+    assert tts.calls > 1  # the question, then the answer's phrases
+
+
+async def test_probe_turn_in_lean_mode_has_no_reply() -> None:
+    asr, tts = FakeAsr(delay_s=0), FakeTts(delay_s=0)
+    meter = cpu_meter(lambda: [])
+    cost = await probe_turn(asr, None, tts, system_prompt="", cpu=meter)
+    assert cost > 0
+    assert tts.calls == 1

@@ -1,0 +1,83 @@
+"""A probe turn: what one question and its answer cost this machine's engines.
+
+Run once at start-up, after the engines load and before the server says it
+is ready: the TTS speaks a question, the ASR decodes it as a session would
+(a partial every half second of speech, then the final), the LLM answers it
+and the TTS speaks the answer phrase by phrase. The CPU it took, in this
+process and in the engines' own processes (the embedded LLM), is what a
+talker's turn costs; :mod:`voicetrio.capacity` turns that into talkers.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable
+from typing import Final
+
+import trio
+
+from voicetrio.engines.base import ENGINE_SAMPLE_RATE, AsrEngine, ChatMessage, LlmEngine, TtsEngine
+from voicetrio.phrases import PhraseAggregator
+from voicetrio.resample import resample
+
+PROBE_QUESTION: Final = "What is the weather going to be like in London tomorrow morning?"
+PARTIAL_EVERY_S: Final = 0.5
+_CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid`` so far; 0.0 if it is gone.
+
+    Reads /proc (Linux); elsewhere 0.0, so only this process is counted."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def cpu_meter(pids: Callable[[], Iterable[int]]) -> Callable[[], float]:
+    """A clock of CPU seconds: this process (all its threads) plus ``pids()``."""
+
+    def now() -> float:
+        return time.process_time() + sum(process_cpu_s(pid) for pid in pids())
+
+    return now
+
+
+async def probe_turn(
+    asr: AsrEngine,
+    llm: LlmEngine | None,
+    tts: TtsEngine,
+    *,
+    system_prompt: str,
+    cpu: Callable[[], float],
+) -> float:
+    """CPU seconds one spoken question and its spoken answer cost; raises the
+    engines' errors. ``llm`` None (lean mode): the question only."""
+    start = cpu()
+    question = await tts.synthesize(PROBE_QUESTION)
+    pcm = resample(question.pcm, question.sample_rate, ENGINE_SAMPLE_RATE)
+    step = int(PARTIAL_EVERY_S * ENGINE_SAMPLE_RATE) * 2
+    for end in range(step, len(pcm), step):
+        await asr.transcribe(pcm[:end], final=False)
+    heard = await asr.transcribe(pcm, final=True)
+    if llm is not None:
+        messages: list[ChatMessage] = [
+            {"role": "system", "content": system_prompt},
+            {"role": "user", "content": heard or PROBE_QUESTION},
+        ]
+        phrases = PhraseAggregator()
+        spoken: list[str] = []
+        async with llm.stream(messages) as deltas:
+            async for delta in deltas:
+                spoken += phrases.push(delta, trio.current_time() * 1000)
+        spoken += phrases.flush()
+        for phrase in spoken:
+            await tts.synthesize(phrase)
+    return max(1e-3, cpu() - start)
+
+
+__all__ = ["PROBE_QUESTION", "cpu_meter", "probe_turn", "process_cpu_s"]
