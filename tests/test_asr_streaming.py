@@ -18,7 +18,7 @@ from voicetrio.audio import silence, wav_bytes
 from voicetrio.client import ClientClosed, VoiceClient, connect, stream_pcm
 from voicetrio.config import Config
 from voicetrio.engines.base import ModelLoadError
-from voicetrio.engines.registry import EngineHost
+from voicetrio.engines.registry import EngineHost, EngineLoadFailed
 from voicetrio.server import Running, serve
 
 REAL = Config(port=0, engines="real", lean=True, shutdown_grace_s=1.0)
@@ -135,33 +135,37 @@ async def test_other_sample_rates_are_resampled(nursery: trio.Nursery, rate: int
     assert wer(sentence, text) <= 0.35, text  # 8 kHz telephone audio loses a little
 
 
-async def test_a_bad_model_fails_to_load_but_http_answers(nursery: trio.Nursery) -> None:
-    server = await start(nursery, model_whisper="no-such-model")
-    with trio.fail_after(30):
-        await server.hub.host.loaded.wait()
-    assert server.hub.host.failure is not None
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
-        health = await http.get("/health")
-        assert health.status_code == 503 and health.json()["status"] == "failed"
-    async with connect(server.url) as client:
-        with pytest.raises(ClientClosed) as closed:
-            events = [(await client.next_event()).event]
-            events.append((await client.next_event()).event)
-        assert closed.value.code == 1011
-    assert events[0]["code"] == "MODEL_LOAD_FAIL" and events[0]["recoverable"] is False
-    assert "no-such-model" in events[0]["message"]
+async def test_a_bad_model_is_tried_again_then_the_server_ends_saying_why() -> None:
+    config = REAL.replace(
+        model_whisper="no-such-model", engine_load_attempts=2, engine_load_backoff_s=0
+    )
+    with trio.fail_after(30), pytest.raises(EngineLoadFailed) as failed:
+        await serve(config)
+    assert failed.value.attempts == 2 and failed.value.what == "the ASR engine"
+    assert "no-such-model" in str(failed.value)
 
 
 async def test_a_session_open_while_the_model_fails_is_told(nursery: trio.Nursery) -> None:
     go = trio.Event()
+    ended: list[EngineLoadFailed] = []
+    served = trio.Event()
 
     async def slow_failing_load(host: EngineHost) -> None:
         await go.wait()
         raise ModelLoadError("model weights are corrupt")
 
-    config = REAL.replace(engines="fake")
+    config = REAL.replace(engines="fake", engine_load_attempts=1)
     host = EngineHost(config, loader=slow_failing_load)
-    server: Running = await nursery.start(partial(serve, config, host=host))
+
+    async def run_server(task_status: trio.TaskStatus[Running]) -> None:
+        try:
+            await serve(config, host=host, task_status=task_status)
+        except EngineLoadFailed as exc:
+            ended.append(exc)
+        finally:
+            served.set()
+
+    server: Running = await nursery.start(run_server)
     async with connect(server.url) as client:
         await client.start(16000)
         assert not server.hub.host.loaded.is_set()
@@ -174,9 +178,13 @@ async def test_a_session_open_while_the_model_fails_is_told(nursery: trio.Nurser
     assert events[-1] == {
         "type": "error",
         "code": "MODEL_LOAD_FAIL",
-        "message": "model weights are corrupt",
+        "message": "the engine set did not load (1 attempt): model weights are corrupt",
         "recoverable": False,
     }
+    # The server does not stay up refusing sessions: it ends, saying why.
+    with trio.fail_after(30):
+        await served.wait()
+    assert [str(e) for e in ended] == [events[-1]["message"]]
 
 
 # -- HTTP -------------------------------------------------------------------------

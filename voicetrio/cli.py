@@ -9,12 +9,16 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Sequence
 from functools import partial
+from typing import Final
 
 import trio
 
 from voicetrio import __version__, client_cli
 from voicetrio.config import Config, ConfigError, from_env
 from voicetrio.logs import log_event, setup_logging
+
+#: The exit code of a server whose engines failed to load, every attempt.
+EXIT_ENGINES_FAILED: Final = 3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,8 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.listen_fd is not None:  # a worker: its supervisor holds the port
         setup_logging(config.log_level, worker=args.worker_index)
-        trio.run(_serve_until_signal, config, listener_from_fd(args.listen_fd), args.worker_index)
-        return 0
+        return _serve_process(config, listener_from_fd(args.listen_fd), args.worker_index)
     try:
         listener = bind_listener(config.host, config.port)
     except OSError as exc:
@@ -95,7 +98,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup_logging(config.log_level, worker="supervisor")
         return trio.run(supervise, config, listener, _serve_argv(args))
     setup_logging(config.log_level)
-    trio.run(_serve_until_signal, config, listener, None)
+    return _serve_process(config, listener, None)
+
+
+def _serve_process(config: Config, listener: socket.socket, worker_index: int | None) -> int:
+    """Serve until a signal (exit 0), or until an engine has failed every
+    attempt to load: then one line on stderr and EXIT_ENGINES_FAILED, for
+    the supervisor (systemd, Kubernetes, --workers) to start it again."""
+    from voicetrio.engines.registry import EngineLoadFailed, first_leaf
+
+    failed: EngineLoadFailed | None = None
+    try:
+        trio.run(_serve_until_signal, config, listener, worker_index)
+    except* EngineLoadFailed as group:
+        failed = first_leaf(group, EngineLoadFailed)
+    if failed is not None:
+        # One line, whatever the cause's message holds (the LLM's stderr tail).
+        who = "voicetrio" if worker_index is None else f"voicetrio worker {worker_index}"
+        print(f"{who}: {' '.join(str(failed).split())}", file=sys.stderr, flush=True)
+        return EXIT_ENGINES_FAILED
     return 0
 
 

@@ -36,6 +36,10 @@ class Config:
     lean: bool = False
     shutdown_grace_s: float = 5.0
     workers: int = 1  # server processes on the one port, see voicetrio.workers
+    # An engine that fails to load is tried this many times in all, the
+    # pauses doubling from the backoff; then the process exits (code 3).
+    engine_load_attempts: int = 3
+    engine_load_backoff_s: float = 1.0
 
     # admission and access
     max_sessions: int = 0  # 0: sized for the machine, see effective_max_sessions
@@ -165,6 +169,8 @@ _ENV_NAMES: Final = {
 _BOUNDS: Final[dict[str, tuple[float, float]]] = {
     "port": (0, 65535),
     "workers": (1, 64),
+    "engine_load_attempts": (1, 100),
+    "engine_load_backoff_s": (0, 300),
     "max_sessions": (0, 100_000),
     "busy_retry_after_s": (0, 3600),
     "audio_burst_s": (1, 3600),

@@ -183,7 +183,7 @@ def create_app(config: Config, hub: Hub) -> QuartTrio:
 
     @app.get("/health")
     async def health() -> tuple[Response, int]:
-        body = {
+        body: dict[str, Any] = {
             "status": _status(hub),
             "version": __version__,
             "mode": "lean" if config.lean else "full",
@@ -197,6 +197,11 @@ def create_app(config: Config, hub: Hub) -> QuartTrio:
             "workers": config.workers,
             "engines": {"set": hub.engines.name, "ready": hub.engines.readiness()},
         }
+        if not hub.host.loaded.is_set():
+            # While engines load (and retry): how far along, and how far it may go.
+            body["load_attempt"] = hub.host.load_attempt
+            body["load_attempts"] = hub.host.retry.attempts
+            body["loading"] = hub.host.loading
         return jsonify(body), 200 if hub.ready else 503
 
     @app.get("/api/stream_config")
@@ -286,6 +291,12 @@ async def serve(
 ) -> None:
     """Serve until ``shutdown`` is set; then drain the sessions and return.
 
+    If an engine fails every attempt to load, the sessions are told
+    (``MODEL_LOAD_FAIL``), the server shuts down as if ``shutdown`` had been
+    set (and sets it), and serve() raises that
+    :class:`~voicetrio.engines.registry.EngineLoadFailed`: a server that
+    cannot serve ends, so that whatever runs it can start it again.
+
     Reports a :class:`Running` (bound port, hub) through ``task_status``.
     ``host`` replaces the engine host built from the config (another engine
     set, or a loader of one's own). ``listener`` is a listening socket to
@@ -295,6 +306,8 @@ async def serve(
     hub = Hub(config, host, worker=worker)
     app = create_app(config, hub)
     stop = trio.Event() if shutdown is None else shutdown
+    # After Hub's own hook, which has told the sessions why.
+    hub.host.on_failure.append(lambda _: stop.set())
 
     async def trigger() -> None:
         await stop.wait()
@@ -319,3 +332,5 @@ async def serve(
         port = int(binds[0].rsplit(":", 1)[1])
         log_event(None, "listening", url=f"http://{config.host}:{port}", engines=config.engines)
         task_status.started(Running(port, hub, stop))
+    if hub.host.failure is not None:
+        raise hub.host.failure

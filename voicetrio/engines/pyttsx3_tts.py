@@ -16,6 +16,7 @@ before the first :meth:`~Pyttsx3Tts.synthesize`; cancelling it stops the thread.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import sys
 import tempfile
@@ -45,7 +46,10 @@ _WARM_UP_TEXT: Final = "Ready."
 
 # pyttsx3 and espeak-ng keep one engine per process, so at most one
 # Pyttsx3Tts may run at a time; the engine outlives it for the next one,
-# since a re-created engine is where pyttsx3 has written empty files.
+# since a re-created engine is where pyttsx3 has written empty files. A
+# start that failed is the exception: whatever state left that engine
+# silent goes with it, and the next start (the engine host's retry) creates
+# a new one on its own thread.
 _engine_in_use = threading.Lock()
 
 
@@ -120,7 +124,10 @@ class Pyttsx3Tts(ThreadedTts[Any]):
             shared.synchronize()
             self._speak(engine, _WARM_UP_TEXT)
         except Exception as exc:
-            self._unload_quietly()
+            try:
+                _discard_shared()
+            finally:
+                self._unload_quietly()
             if isinstance(exc, TtsLoadError):
                 raise
             hint = " (espeak-ng --voices lists the voices)" if self.voice else ""
@@ -203,6 +210,24 @@ def _shared_engine() -> _Shared:
         # prints an ignored exception on every exit.
         atexit.register(_shared.clear)
     return _shared[0]
+
+
+def _discard_shared() -> None:
+    """Let go of the process's engine, so that the next start creates a new
+    one. Called on the worker thread, with ``_engine_in_use`` held."""
+    if not _shared:
+        return
+    old = _shared.pop()
+    import pyttsx3
+
+    # pyttsx3.init hands back any live engine of the driver, and the failed
+    # start's traceback may keep this one alive for a while.
+    pyttsx3._activeEngines.pop("espeak", None)
+    # Collected later, its driver proxy would ask espeak-ng to drop the
+    # synthesis callback, by then the new engine's (pyttsx3 2.99's call
+    # fails and is swallowed, a fixed one would not): cut it off now.
+    with contextlib.suppress(AttributeError):
+        old.engine.proxy._driver = None
 
 
 def _silence_driver() -> None:

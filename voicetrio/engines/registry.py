@@ -5,6 +5,14 @@ answer HTTP (and ``/health`` can say "not ready") while models load in the
 background. Engines that need loading sit behind a gate that waits for the
 load, so a session that starts talking early is served as soon as the model
 is in, and hears ``MODEL_LOAD_FAIL`` if it never will be.
+
+Each engine loads on its own and, if it fails, is tried again by itself (a
+TTS that failed does not reload Whisper), with doubling pauses
+(:class:`~voicetrio.engines.load_retry.LoadRetry`); what a failed attempt
+started (the TTS thread, the llama.cpp process) is stopped before the next.
+Only when an engine has used up its attempts does the host fail, for good:
+it sets :attr:`EngineHost.failure` to an :class:`EngineLoadFailed` and calls
+its hooks, and the server shuts down rather than sit there refusing sessions.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
@@ -30,6 +38,7 @@ from voicetrio.engines.base import (
     TtsEngine,
     TtsError,
 )
+from voicetrio.engines.load_retry import LoadRetry
 from voicetrio.logs import log_event
 from voicetrio.reply import SPOKEN_SYSTEM_PROMPT
 
@@ -39,6 +48,21 @@ if TYPE_CHECKING:
 FailureHook = Callable[[ModelLoadError], None]
 #: Loads what the engine set needs before it is ready; raises ModelLoadError.
 Loader = Callable[["EngineHost"], Awaitable[None]]
+#: One attempt at an engine: loads it, starting any service it needs in the
+#: nursery given (which lives as long as the engine); raises ModelLoadError.
+_Start = Callable[[trio.Nursery], Awaitable[None]]
+_E = TypeVar("_E", bound=BaseException)
+
+
+class EngineLoadFailed(ModelLoadError):
+    """An engine that failed every attempt to load it: the server cannot serve."""
+
+    def __init__(self, what: str, attempts: int, cause: ModelLoadError) -> None:
+        tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
+        super().__init__(f"{what} did not load ({tries}): {cause}")
+        self.what = what
+        self.attempts = attempts
+        self.cause = cause
 
 
 class EngineHost:
@@ -46,19 +70,32 @@ class EngineHost:
         self, config: Config, *, loader: Loader | None = None, engines: Engines | None = None
     ) -> None:
         """``engines`` replaces the set the config names (fault tests, custom
-        engines); ``loader`` replaces the loading step."""
+        engines); ``loader`` replaces the loading step (and is retried as one)."""
         self.config = config
         self._loader = loader
         # One limiter for all sessions: blocking engine work never exceeds it.
         self.limiter = trio.CapacityLimiter(config.decode_concurrency)
+        self.retry = LoadRetry(config.engine_load_attempts, config.engine_load_backoff_s)
         self.loaded = trio.Event()
-        self.failure: ModelLoadError | None = None
+        self.failure: EngineLoadFailed | None = None
         self.on_failure: list[FailureHook] = []
+        # Engine name -> the attempt under way, while it loads.
+        self._attempts: dict[str, int] = {}
         self.engines = engines if engines is not None else self._build()
 
     @property
     def ready(self) -> bool:
         return self.loaded.is_set() and self.failure is None
+
+    @property
+    def loading(self) -> dict[str, int]:
+        """Each engine still loading, with the attempt it is on (1 is the first)."""
+        return dict(self._attempts)
+
+    @property
+    def load_attempt(self) -> int:
+        """The furthest attempt any engine still loading is on; 0 when none is."""
+        return max(self._attempts.values(), default=0)
 
     def _build(self) -> Engines:
         config = self.config
@@ -79,41 +116,127 @@ class EngineHost:
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Load what needs loading; report at once, keep services up until cancelled."""
+        """Load what needs loading; report at once, keep services up until cancelled.
+
+        An engine that fails is tried again as :attr:`retry` says; one that
+        fails its last attempt sets :attr:`failure`, calls the hooks, and
+        stops every other engine and service; run() then returns.
+        """
         task_status.started()
         async with trio.open_nursery() as nursery:
             try:
                 await self._load(nursery)
-            except* ModelLoadError as group:
-                failure = group.exceptions[0]
-                assert isinstance(failure, ModelLoadError)
+            except* EngineLoadFailed as group:
+                failure = first_leaf(group, EngineLoadFailed)
+                assert failure is not None
                 self.failure = failure
-                log_event(None, "model_load_fail", level=logging.ERROR, error=str(failure))
+                log_event(
+                    None,
+                    "model_load_fail",
+                    level=logging.ERROR,
+                    engine=failure.what,
+                    attempts=failure.attempts,
+                    error=str(failure.cause),
+                )
                 for hook in self.on_failure:
                     hook(failure)
                 nursery.cancel_scope.cancel()
             finally:
+                self._attempts.clear()
                 self.loaded.set()
             if self.failure is None:
                 log_event(None, "engines_ready", engines=self.engines.name)
 
     async def _load(self, nursery: trio.Nursery) -> None:
-        if self._loader is not None:
-            await self._loader(self)
-            return
-        if not isinstance(self.engines.asr, GatedAsr):
-            return  # nothing of ours to load: the fake set, or engines given
-        engines = self.engines
-        # Everything loads at once: the model in a thread, the LLM server in
-        # its process, the speech engine on its own thread.
+        starts = self._starts()
+        # Everything loads at once (the model in a thread, the LLM server in
+        # its process, the speech engine on its own thread), each engine in a
+        # task of its own that retries it alone and, once it is in, moves to
+        # the host's nursery to keep what it started running.
         async with trio.open_nursery() as loading:
-            asr = engines.asr
-            assert isinstance(asr, GatedAsr)
-            loading.start_soon(asr.load)
-            if isinstance(engines.llm, GatedLlm):
-                loading.start_soon(engines.llm.start, nursery)
-            if isinstance(engines.tts, GatedTts):
-                loading.start_soon(engines.tts.start, nursery)
+            for engine, (what, start) in starts.items():
+                loading.start_soon(nursery.start, functools.partial(self._keep, engine, what, start))
+
+    def _starts(self) -> dict[str, tuple[str, _Start]]:
+        """What to load: engine name -> (how errors name it, one attempt)."""
+        loader = self._loader
+        if loader is not None:
+
+            async def load_all(services: trio.Nursery) -> None:
+                await loader(self)
+
+            return {"engines": ("the engine set", load_all)}
+        engines = self.engines
+        if not isinstance(engines.asr, GatedAsr):
+            return {}  # nothing of ours to load: the fake set, or engines given
+        asr = engines.asr
+        starts: dict[str, tuple[str, _Start]] = {}
+
+        async def load_asr(services: trio.Nursery) -> None:
+            await asr.load()
+
+        starts["asr"] = ("the ASR engine", load_asr)
+        if isinstance(engines.llm, GatedLlm):
+            starts["llm"] = ("the LLM", engines.llm.start)
+        if isinstance(engines.tts, GatedTts):
+            starts["tts"] = (f"the TTS engine ({self.config.tts_engine})", engines.tts.start)
+        return starts
+
+    async def _keep(
+        self,
+        engine: str,
+        what: str,
+        start: _Start,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Load one engine, trying again after each failure until the policy
+        says stop (then raise EngineLoadFailed); once it is in, report started
+        and keep its services running until cancelled."""
+        attempt = 1
+        while True:
+            self._attempts[engine] = attempt
+            error: ModelLoadError | None = None
+            started = False
+            try:
+                # One nursery per attempt: leaving it after a failure stops
+                # whatever that attempt had started, before the next begins.
+                async with trio.open_nursery() as services:
+                    await start(services)
+                    started = True
+                    self._attempts.pop(engine, None)
+                    task_status.started()
+            except* ModelLoadError as group:
+                if started:
+                    raise  # a service failing later is not a load to retry
+                error = first_leaf(group, ModelLoadError)
+            if error is None:
+                return
+            delay = self.retry.delay_after(attempt)
+            log_event(
+                None,
+                "engine_load_attempt_fail",
+                level=logging.WARNING,
+                engine=engine,
+                attempt=attempt,
+                of=self.retry.attempts,
+                error=str(error),
+                retry_in_s=delay,
+            )
+            if delay is None:
+                raise EngineLoadFailed(what, attempt, error) from error
+            await trio.sleep(delay)
+            attempt += 1
+
+
+def first_leaf(exc: BaseException, kind: type[_E]) -> _E | None:
+    """The first ``kind`` in ``exc``, however deeply nurseries grouped it; or None."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            if (found := first_leaf(inner, kind)) is not None:
+                return found
+        return None
+    return exc if isinstance(exc, kind) else None
 
 
 class GatedAsr:
@@ -217,6 +340,8 @@ class GatedLlm:
                 async for _ in deltas:
                     break
         except LlmError as exc:
+            # The host tries again with a new server and a new client.
+            await llm.aclose()
             raise ModelLoadError(f"the embedded language model does not answer: {exc}") from exc
         self.inner = llm
         log_event(None, "llm_embedded", base_url=base_url, model=SMOLLM2_MODEL_NAME)
