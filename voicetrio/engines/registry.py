@@ -39,11 +39,17 @@ from voicetrio.engines.base import (
     TtsError,
 )
 from voicetrio.engines.load_retry import LoadRetry
+from voicetrio.engines.scheduler import Scheduler, Slot
 from voicetrio.logs import log_event
 from voicetrio.reply import SPOKEN_SYSTEM_PROMPT
 
 if TYPE_CHECKING:
     from voicetrio.engines.whisper import Samples
+
+#: Replies the embedded llama.cpp server decodes at once (its ``--parallel``).
+EMBEDDED_LLM_SLOTS = 2
+#: Replies in flight at once to an OpenAI-compatible service.
+REMOTE_LLM_SLOTS = 16
 
 FailureHook = Callable[[ModelLoadError], None]
 #: Loads what the engine set needs before it is ready; raises ModelLoadError.
@@ -65,6 +71,14 @@ class EngineLoadFailed(ModelLoadError):
         self.cause = cause
 
 
+def reply_slots(config: Config) -> int:
+    """Replies the LLM streams at once: the embedded server's parallel slots,
+    or what the configured service is trusted with."""
+    if config.openai_base_url:
+        return REMOTE_LLM_SLOTS
+    return EMBEDDED_LLM_SLOTS
+
+
 class EngineHost:
     def __init__(
         self, config: Config, *, loader: Loader | None = None, engines: Engines | None = None
@@ -73,9 +87,10 @@ class EngineHost:
         engines); ``loader`` replaces the loading step (and is retried as one)."""
         self.config = config
         self._loader = loader
-        # One limiter for all sessions: blocking engine work never exceeds it.
-        self.limiter = trio.CapacityLimiter(config.decode_concurrency)
         self.retry = LoadRetry(config.engine_load_attempts, config.engine_load_backoff_s)
+        # One decoder queue for all sessions: blocking engine work never
+        # exceeds its slots, and finals go first.
+        self.decoder = Scheduler(config.decode_concurrency)
         self.loaded = trio.Event()
         self.failure: EngineLoadFailed | None = None
         self.on_failure: list[FailureHook] = []
@@ -102,10 +117,11 @@ class EngineHost:
         from voicetrio.engines.fake import fake_engines
 
         if config.engines == "fake":
-            return fake_engines(config, self.limiter)
+            return fake_engines(config, self.decoder)
         from voicetrio.engines.webrtc_vad import WebRtcVad
 
-        fake = fake_engines(config, self.limiter)
+        fake = fake_engines(config, self.decoder)
+        slots = reply_slots(config)
         return Engines(
             name="real",
             vad=functools.partial(WebRtcVad, config.vad_aggressiveness, config.vad_hangover_ms),
@@ -113,6 +129,9 @@ class EngineHost:
             # Lean mode starts neither: nothing would ever call them.
             llm=fake.llm if config.lean else GatedLlm(self),
             tts=fake.tts if config.lean or config.tts_engine == "fake" else GatedTts(self),
+            decoder=self.decoder,
+            # A speculative reply may not take the last slot: a confirmed one needs it.
+            replies=Scheduler(slots, tentative_slots=max(1, slots - 1)),
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -261,7 +280,7 @@ class GatedAsr:
                 resolve_model, config.model_whisper, default_compute_type=config.asr_compute_type
             )
         )
-        whisper = WhisperAsr(spec, limiter=self.host.limiter, cpu_threads=config.asr_cpu_threads)
+        whisper = WhisperAsr(spec, scheduler=self.host.decoder, cpu_threads=config.asr_cpu_threads)
         await whisper.load()
         self.inner = whisper
         log_event(None, "asr_loaded", model=spec.name, target=spec.target, pid=os.getpid())
@@ -273,16 +292,23 @@ class GatedAsr:
         assert self.inner is not None
         return self.inner
 
-    async def transcribe(self, pcm: bytes, *, final: bool) -> str:
-        inner = await self._ready_inner()
-        return await inner.transcribe(pcm, final=final)
+    async def transcribe(self, pcm: bytes, *, final: bool, slot: Slot | None = None) -> str:
+        try:
+            inner = await self._ready_inner()
+        except BaseException:
+            if slot is not None:
+                slot.close()  # a slot the caller reserved goes back unused
+            raise
+        return await inner.transcribe(pcm, final=final, slot=slot)
 
-    async def transcribe_samples(self, samples: Samples, *, final: bool) -> str:
+    async def transcribe_samples(
+        self, samples: Samples, *, final: bool, slot: Slot | None = None
+    ) -> str:
         from voicetrio.engines.whisper import WhisperAsr
 
         inner = await self._ready_inner()
         assert isinstance(inner, WhisperAsr)
-        return await inner.transcribe_samples(samples, final=final)
+        return await inner.transcribe_samples(samples, final=final, slot=slot)
 
 
 class GatedLlm:
