@@ -5,12 +5,13 @@ may speak at any moment, so admission is not "is the box busy now?" (a burst
 of quiet connections would all get in) but "would one more talker push the
 ones we have past their latency target?". Two figures answer it:
 
-- **Capacity in talkers**, from the CPU one turn costs on this machine's
-  engines (decodes, the reply, its speech: measured at start-up by a probe
-  turn, then by the live turns, :class:`TurnCost`). A talker asks a question
-  about every ``cycle_s`` (speaking, listening to the answer, pausing), and
-  the engines are kept at ``utilization`` of the cores so that queues stay
-  short: ``capacity = cores * utilization * cycle_s / cpu_s_per_turn``.
+- **Capacity in talkers**, from what a turn costs on this machine's engines,
+  measured at start-up by a probe turn (:mod:`voicetrio.engines.probe`): the
+  CPU its decodes, reply and speech took, over the seconds of conversation
+  it makes (the question, the spoken answer and a pause). A long answer costs
+  more CPU and keeps its listener busy longer too, so the ratio is steadier
+  than either. The engines are kept at ``utilization`` of the cores so that
+  queues stay short: ``capacity = cores * utilization / cpu_per_second``.
 - **Live headroom**: how long urgent work waits now for the decoder and for
   the LLM. Past a limit the box is behind whatever the estimate says (a
   slower machine, a neighbour's load), and it refuses until it catches up.
@@ -28,44 +29,39 @@ from typing import Final
 MAX_DECODE_WAIT_S: Final = 0.5
 #: Confirmed replies waiting longer than this for the LLM mean it is behind.
 MAX_LLM_WAIT_S: Final = 1.0
-#: Weight of a new measurement in :class:`TurnCost`.
-COST_EWMA_ALPHA: Final = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class TurnCost:
+    """One measured turn: CPU seconds, and the seconds of conversation it made."""
+
+    cpu_s: float
+    question_s: float
+    answer_s: float
+
+    def cpu_per_second(self, pause_s: float) -> float:
+        """CPU a talker costs per second of conversation."""
+        return self.cpu_s / (self.question_s + self.answer_s + pause_s)
 
 
 @dataclass(frozen=True, slots=True)
 class CapacityModel:
     cores: float
-    #: One question and its answer, with the pauses around them, in seconds.
-    cycle_s: float = 10.0
     #: Share of the cores the engines may be kept busy.
     utilization: float = 0.6
+    #: Silence around a turn: before the question, and before the next one.
+    pause_s: float = 1.5
 
     def __post_init__(self) -> None:
-        if not self.cores > 0 or not self.cycle_s > 0 or not 0 < self.utilization <= 1:
+        if not self.cores > 0 or not 0 < self.utilization <= 1 or self.pause_s < 0:
             raise ValueError(f"invalid capacity model {self}")
 
-    def talkers(self, cpu_s_per_turn: float) -> int:
-        """Talkers the cores serve when a turn costs ``cpu_s_per_turn``; at least 1."""
-        if cpu_s_per_turn <= 0:
-            raise ValueError(f"cpu_s_per_turn must be > 0, got {cpu_s_per_turn}")
-        return max(1, math.floor(self.cores * self.utilization * self.cycle_s / cpu_s_per_turn))
-
-
-class TurnCost:
-    """CPU seconds a turn costs: the probe's figure, then a moving average of
-    live ones (CPU used over a window / turns finished in it)."""
-
-    def __init__(self, probe_cpu_s: float) -> None:
-        if probe_cpu_s <= 0:
-            raise ValueError(f"probe_cpu_s must be > 0, got {probe_cpu_s}")
-        self.probe_cpu_s = probe_cpu_s
-        self.cpu_s = probe_cpu_s
-
-    def observe(self, cpu_s: float, turns: int) -> None:
-        """``cpu_s`` of CPU went into ``turns`` finished turns (and the listening between)."""
-        if turns <= 0:
-            return
-        self.cpu_s += COST_EWMA_ALPHA * (cpu_s / turns - self.cpu_s)
+    def talkers(self, cost: TurnCost) -> int:
+        """Talkers the cores serve when turns cost like ``cost``; at least 1."""
+        per_second = cost.cpu_per_second(self.pause_s)
+        if not per_second > 0:
+            raise ValueError(f"a turn must cost some CPU: {cost}")
+        return max(1, math.floor(self.cores * self.utilization / per_second))
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +94,6 @@ def load(figures: Load) -> float:
 
 
 __all__ = [
-    "COST_EWMA_ALPHA",
     "MAX_DECODE_WAIT_S",
     "MAX_LLM_WAIT_S",
     "CapacityModel",

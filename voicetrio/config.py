@@ -44,6 +44,8 @@ class Config:
     # admission and access
     max_sessions: int = 0  # 0: sized for the machine, see effective_max_sessions
     busy_retry_after_s: float = 5.0
+    # capacity: see voicetrio.capacity
+    target_utilization: float = 0.6
     auth_tokens: str = field(default="", repr=False)
     allowed_origins: str = ""
     audio_burst_s: float = 60.0
@@ -120,7 +122,7 @@ class Config:
         cost decode time, so the real engines get far fewer per core."""
         if self.max_sessions:
             return self.max_sessions
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        cores = usable_cores()
         per_core = 256 if self.engines == "fake" or self.lean else 8
         return per_core * cores
 
@@ -151,6 +153,12 @@ class Config:
         return validate(dataclasses.replace(self, **changes))
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity on Linux)."""
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere count all cores
+    return len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
+
+
 SECRET_FIELDS: Final = ("openai_api_key", "auth_tokens")
 #: Client audio between these rates is resampled to 16 kHz on the server.
 MIN_SAMPLE_RATE: Final = 8000
@@ -173,6 +181,7 @@ _BOUNDS: Final[dict[str, tuple[float, float]]] = {
     "engine_load_backoff_s": (0, 300),
     "max_sessions": (0, 100_000),
     "busy_retry_after_s": (0, 3600),
+    "target_utilization": (0.05, 1.0),
     "audio_burst_s": (1, 3600),
     "audio_rate_factor": (1.0, 100.0),
     "shutdown_grace_s": (0, 300),

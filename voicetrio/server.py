@@ -26,7 +26,8 @@ from quart_trio import QuartTrio
 
 from voicetrio import __version__, http_api, protocol
 from voicetrio.access import AccessPolicy
-from voicetrio.config import Config
+from voicetrio.capacity import CapacityModel, Load, load, refusal
+from voicetrio.config import Config, usable_cores
 from voicetrio.engines.base import Engines, ModelLoadError
 from voicetrio.engines.registry import EngineHost
 from voicetrio.front import Connections, serve_app
@@ -45,6 +46,7 @@ def public_dir() -> Path:
     return (Path(__file__).resolve().parent.parent / "public").resolve()
 
 
+
 class Hub:
     """Every live session of this process, and the shutdown sequence."""
 
@@ -59,6 +61,10 @@ class Hub:
         self.sessions_total = 0
         # With several worker processes, each admits its share.
         self.max_sessions = share_of(config.effective_max_sessions, config.workers)
+        # ... and has its share of the cores to spend on talkers.
+        self.model = CapacityModel(
+            cores=usable_cores() / config.workers, utilization=config.target_utilization
+        )
         self.observer = PromObserver()
         self.observer.watch(
             depth=lambda: sum(len(s.outbox.queue) for s in self.sessions),
@@ -69,6 +75,25 @@ class Hub:
     @property
     def engines(self) -> Engines:
         return self.host.engines
+
+    @property
+    def capacity(self) -> int:
+        """Talkers this process admits: what a turn is measured to cost the
+        engines allows (capped by STREAM_MAX_SESSIONS when it is set), or,
+        with nothing measured (the deterministic set), the configured count."""
+        cost = self.host.turn_cost
+        if cost is None:
+            return self.max_sessions
+        talkers = self.model.talkers(cost)
+        return min(talkers, self.max_sessions) if self.config.max_sessions else talkers
+
+    def figures(self) -> Load:
+        return Load(
+            sessions=len(self.sessions),
+            capacity=self.capacity,
+            decode_wait_s=self.engines.decoder.urgent_wait_s(),
+            llm_wait_s=self.engines.replies.urgent_wait_s(),
+        )
 
     @property
     def ready(self) -> bool:
@@ -91,15 +116,14 @@ class Hub:
             )
             await session.transport.close(CloseCode.INTERNAL_ERROR, "model failed to load")
             return
-        if len(self.sessions) >= self.max_sessions:
+        reason = refusal(self.figures())
+        if reason is not None:
             # Refuse at once, with a hint, so a client (or a balancer) retries
-            # elsewhere or later instead of waiting on a server that is full.
+            # elsewhere or later instead of waiting on a server that is full:
+            # the talkers already admitted keep their latency.
             self.observer.rejected.labels(reason="busy").inc()
-            log_event(None, "session_refused", reason="busy", sessions=len(self.sessions))
-            busy = protocol.error(
-                ErrorCode.SERVER_BUSY,
-                f"the server is at capacity ({self.max_sessions} sessions); try again later",
-            )
+            log_event(None, "session_refused", reason=reason, sessions=len(self.sessions))
+            busy = protocol.error(ErrorCode.SERVER_BUSY, f"{reason}; try again later")
             busy["retry_after_s"] = self.config.busy_retry_after_s
             await session.transport.send(protocol.encode(busy))
             await session.transport.close(CloseCode.TRY_AGAIN_LATER, "server busy")
@@ -183,14 +207,25 @@ def create_app(config: Config, hub: Hub) -> QuartTrio:
 
     @app.get("/health")
     async def health() -> tuple[Response, int]:
+        figures = hub.figures()
+        cost = hub.host.turn_cost
         body: dict[str, Any] = {
             "status": _status(hub),
             "version": __version__,
             "mode": "lean" if config.lean else "full",
             "sessions": len(hub.sessions),
             "max_sessions": hub.max_sessions,
-            "load": round(len(hub.sessions) / hub.max_sessions, 3),
-            "accepting": hub.ready and len(hub.sessions) < hub.max_sessions,
+            # Talkers admitted at most, from the measured cost of a turn.
+            "capacity": figures.capacity,
+            # What the start-up probe turn measured: CPU per second of talk.
+            "cpu_per_talker": None if cost is None else round(cost.cpu_per_second(hub.model.pause_s), 4),
+            "queues": {
+                "decode_wait_s": round(figures.decode_wait_s, 3),
+                "llm_wait_s": round(figures.llm_wait_s, 3),
+            },
+            # For a balancer: the fullest of sessions/capacity and the queues; 1 is full.
+            "load": round(load(figures), 3),
+            "accepting": hub.ready and refusal(figures) is None,
             "sessions_total": hub.sessions_total,
             # With several workers, this answer is one worker's.
             "worker": hub.worker,
@@ -315,7 +350,7 @@ async def serve(
 
     def has_room() -> bool:
         # Alone, a full server takes a connection at once, to refuse it.
-        return config.workers == 1 or len(hub.sessions) < hub.max_sessions
+        return config.workers == 1 or refusal(hub.figures()) is None
 
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(

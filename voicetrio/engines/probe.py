@@ -4,8 +4,9 @@ Run once at start-up, after the engines load and before the server says it
 is ready: the TTS speaks a question, the ASR decodes it as a session would
 (a partial every half second of speech, then the final), the LLM answers it
 and the TTS speaks the answer phrase by phrase. The CPU it took, in this
-process and in the engines' own processes (the embedded LLM), is what a
-talker's turn costs; :mod:`voicetrio.capacity` turns that into talkers.
+process and in the engines' own processes (the embedded LLM), and the
+seconds of speech it made, are what a talker's turn costs;
+:mod:`voicetrio.capacity` turns that into talkers.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Final
 
 import trio
 
+from voicetrio.capacity import TurnCost
 from voicetrio.engines.base import ENGINE_SAMPLE_RATE, AsrEngine, ChatMessage, LlmEngine, TtsEngine
 from voicetrio.phrases import PhraseAggregator
 from voicetrio.resample import resample
@@ -54,10 +56,11 @@ async def probe_turn(
     *,
     system_prompt: str,
     cpu: Callable[[], float],
-) -> float:
-    """CPU seconds one spoken question and its spoken answer cost; raises the
+) -> TurnCost:
+    """What one spoken question and its spoken answer cost; raises the
     engines' errors. ``llm`` None (lean mode): the question only."""
     start = cpu()
+    answer_s = 0.0
     question = await tts.synthesize(PROBE_QUESTION)
     pcm = resample(question.pcm, question.sample_rate, ENGINE_SAMPLE_RATE)
     step = int(PARTIAL_EVERY_S * ENGINE_SAMPLE_RATE) * 2
@@ -76,8 +79,8 @@ async def probe_turn(
                 spoken += phrases.push(delta, trio.current_time() * 1000)
         spoken += phrases.flush()
         for phrase in spoken:
-            await tts.synthesize(phrase)
-    return max(1e-3, cpu() - start)
+            answer_s += (await tts.synthesize(phrase)).duration_s
+    return TurnCost(max(1e-3, cpu() - start), question.duration_s, answer_s)
 
 
 __all__ = ["PROBE_QUESTION", "cpu_meter", "probe_turn", "process_cpu_s"]

@@ -26,10 +26,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
+from voicetrio.capacity import TurnCost
 from voicetrio.config import Config
 from voicetrio.engines.base import (
     AsrEngine,
     ChatMessage,
+    EngineError,
     Engines,
     LlmEngine,
     LlmError,
@@ -39,6 +41,7 @@ from voicetrio.engines.base import (
     TtsError,
 )
 from voicetrio.engines.load_retry import LoadRetry
+from voicetrio.engines.probe import cpu_meter, probe_turn
 from voicetrio.engines.scheduler import Scheduler, Slot
 from voicetrio.logs import log_event
 from voicetrio.reply import SPOKEN_SYSTEM_PROMPT
@@ -50,6 +53,9 @@ if TYPE_CHECKING:
 EMBEDDED_LLM_SLOTS = 2
 #: Replies in flight at once to an OpenAI-compatible service.
 REMOTE_LLM_SLOTS = 16
+
+#: A probe turn that takes longer says nothing useful about capacity.
+PROBE_TIMEOUT_S = 60.0
 
 FailureHook = Callable[[ModelLoadError], None]
 #: Loads what the engine set needs before it is ready; raises ModelLoadError.
@@ -96,6 +102,8 @@ class EngineHost:
         self.on_failure: list[FailureHook] = []
         # Engine name -> the attempt under way, while it loads.
         self._attempts: dict[str, int] = {}
+        #: What a turn costs the engines, once measured (real engines only).
+        self.turn_cost: TurnCost | None = None
         self.engines = engines if engines is not None else self._build()
 
     @property
@@ -145,6 +153,7 @@ class EngineHost:
         async with trio.open_nursery() as nursery:
             try:
                 await self._load(nursery)
+                await self._probe()
             except* EngineLoadFailed as group:
                 failure = first_leaf(group, EngineLoadFailed)
                 assert failure is not None
@@ -165,6 +174,43 @@ class EngineHost:
                 self.loaded.set()
             if self.failure is None:
                 log_event(None, "engines_ready", engines=self.engines.name)
+
+    async def _probe(self) -> None:
+        """Measure what a turn costs on the engines just loaded (see
+        :mod:`voicetrio.engines.probe`), before the server says it is ready."""
+        engines = self.engines
+        if not isinstance(engines.asr, GatedAsr) or engines.asr.inner is None:
+            return  # the fake set, or engines given: nothing real to measure
+        llm = engines.llm
+        server = llm.server if isinstance(llm, GatedLlm) else None
+        meter = cpu_meter(lambda: [] if server is None or server.pid is None else [server.pid])
+        tts = engines.tts.inner if isinstance(engines.tts, GatedTts) else engines.tts
+        cost: TurnCost | None = None
+        try:
+            with trio.move_on_after(PROBE_TIMEOUT_S):
+                cost = await probe_turn(
+                    engines.asr.inner,
+                    llm.inner if isinstance(llm, GatedLlm) else None,
+                    tts if tts is not None else engines.tts,
+                    system_prompt=self.config.system_prompt or SPOKEN_SYSTEM_PROMPT,
+                    cpu=meter,
+                )
+        except EngineError as exc:
+            # The engines answer sessions' errors as they come; capacity then
+            # stays the configured count.
+            log_event(None, "capacity_probe_fail", level=logging.WARNING, error=str(exc))
+            return
+        if cost is None:
+            log_event(None, "capacity_probe_fail", level=logging.WARNING, error="timed out")
+            return
+        self.turn_cost = cost
+        log_event(
+            None,
+            "capacity_probe",
+            cpu_s=round(cost.cpu_s, 3),
+            question_s=round(cost.question_s, 2),
+            answer_s=round(cost.answer_s, 2),
+        )
 
     async def _load(self, nursery: trio.Nursery) -> None:
         starts = self._starts()

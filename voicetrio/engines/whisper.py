@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 import trio
 
+from voicetrio.config import usable_cores
 from voicetrio.engines.base import ENGINE_SAMPLE_RATE, AsrError, ModelLoadError
 from voicetrio.engines.models import ModelSpec
 from voicetrio.engines.scheduler import Scheduler, Slot
@@ -136,9 +137,7 @@ def default_cpu_threads() -> int:
     CTranslate2's own default is 4 threads whatever the machine; on 2 cores
     that oversubscribes them and a tiny.en decode takes ~0.75 s instead of ~0.5 s.
     """
-    affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere count all cores
-    cores = len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
-    return max(1, min(4, cores))
+    return max(1, min(4, usable_cores()))
 
 
 def load_model(spec: ModelSpec, *, cpu_threads: int = 0) -> Any:
