@@ -89,6 +89,7 @@ class Config:
 
     llm_threads: int = 0
     llm_ctx_size: int = 2048
+    llm_slots: int = 0  # 0: 2 for the embedded LLM, 16 for a service
 
     # TTS
     tts_engine: str = "pyttsx3"
@@ -207,6 +208,7 @@ _BOUNDS: Final[dict[str, tuple[float, float]]] = {
     "llm_gap_timeout_s": (0.5, 600),
     "llm_threads": (0, 64),
     "llm_ctx_size": (256, 32768),
+    "llm_slots": (0, 256),
     "tts_rate_wpm": (80, 450),
     "tts_volume": (0.01, 1.0),
     "tts_max_phrase_length": (10, 1000),

@@ -50,6 +50,10 @@ if TYPE_CHECKING:
     from voicetrio.engines.whisper import Samples
 
 #: Replies the embedded llama.cpp server decodes at once (its ``--parallel``).
+#: Measured on 2 cores (bench.llm_slots, 4 replies asked at once, 1 thread):
+#: their first 10 tokens came in 1.8 s median with 1 slot, 1.1 s with 2 and
+#: 1.8 s with 4; beside one busy core (Whisper), a second thread collapsed
+#: to 1 token/s where one thread kept 39.
 EMBEDDED_LLM_SLOTS = 2
 #: Replies in flight at once to an OpenAI-compatible service.
 REMOTE_LLM_SLOTS = 16
@@ -80,6 +84,8 @@ class EngineLoadFailed(ModelLoadError):
 def reply_slots(config: Config) -> int:
     """Replies the LLM streams at once: the embedded server's parallel slots,
     or what the configured service is trusted with."""
+    if config.llm_slots:
+        return config.llm_slots
     if config.openai_base_url:
         return REMOTE_LLM_SLOTS
     return EMBEDDED_LLM_SLOTS
@@ -389,7 +395,9 @@ class GatedLlm:
         from voicetrio.engines.embedded_llm import SMOLLM2_MODEL_NAME, EmbeddedLlmServer
 
         server = EmbeddedLlmServer(
-            ctx_size=config.llm_ctx_size, threads=config.llm_threads or None
+            ctx_size=config.llm_ctx_size,
+            threads=config.llm_threads or None,
+            parallel=reply_slots(config),
         )
         base_url: str = await nursery.start(server.run)
         self.server = server
