@@ -16,6 +16,17 @@ before it accepts, so that a worker with room takes the connection; if none
 has room, the full one accepts after all and refuses it (``SERVER_BUSY``),
 so a client is never left waiting.
 
+Two more things work around a Hypercorn bug (``docs/upstream-bugs.md``):
+when a response ends before its request body has arrived (a 404, a refused
+token, an upload refused before it is read), Hypercorn closes the connection
+from the app's task just after telling the app ``http.disconnect``, on which
+Quart-Trio cancels that task; the close is cancelled, the connection is left
+open and never reused, and the client's next request on it gets no answer.
+Here that close is shielded, so it happens; and such a response ends only
+once the body has arrived (:func:`finish_request_first`, bounded), so the
+connection is usually kept alive after all, and a client still sending its
+body is not reset before it reads the answer.
+
 Everything else is Hypercorn's ``worker_serve``: lifespan, a shutdown
 trigger, then ``graceful_timeout`` for open connections. Plain TCP only
 (voicetrio terminates no TLS; put a proxy in front for that). It uses
@@ -39,7 +50,17 @@ from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.statsd import StatsdLogger
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
-from hypercorn.typing import AppWrapper, ConnectionState, LifespanState
+from hypercorn.typing import (
+    AppWrapper,
+    ASGIFramework,
+    ASGIReceiveCallable,
+    ASGIReceiveEvent,
+    ASGISendCallable,
+    ASGISendEvent,
+    ConnectionState,
+    LifespanState,
+    Scope,
+)
 from hypercorn.utils import ShutdownError, raise_shutdown, repr_socket_addr, wrap_app
 from quart_trio import QuartTrio
 
@@ -52,6 +73,9 @@ FULL_YIELD_S: Final = 0.25
 # Out of file descriptors or memory: wait, then accept again (as trio does).
 _ACCEPT_CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 _ACCEPT_RETRY_S: Final = 0.1
+#: How long an answer sent before its request body arrived waits for the rest
+#: of that body before Hypercorn closes the connection instead of reusing it.
+DRAIN_S: Final = 10.0
 
 
 def peer_of(family: int, address: tuple[str, int] | tuple[str, int, int, int]) -> Peer | None:
@@ -101,6 +125,72 @@ class Connections:
             await trio.aclose_forcefully(stream)
 
 
+class _TCPServer(TCPServer):
+    """Hypercorn's connection, whose close always happens.
+
+    ``_close`` is private to Hypercorn; the pin on its minor version covers
+    this override as it covers the rest of this module."""
+
+    async def _close(self) -> None:
+        # Hypercorn closes a connection whose response ended before its
+        # request from the app's own task, right after telling the app
+        # ``http.disconnect``, on which Quart-Trio cancels that task: the close
+        # is cancelled at its first checkpoint, before the socket is shut.
+        # Shutting and closing a socket does not block, so the shield is
+        # never held for long.
+        with trio.CancelScope(shield=True):
+            await super()._close()
+
+
+def finish_request_first(app: ASGIFramework, drain_s: float) -> ASGIFramework:
+    """``app``, whose HTTP responses end only once their request body has been
+    received, or ``drain_s`` after the app finished answering.
+
+    Every byte of an early answer (404, 405, 401/403, an upload refused before
+    it is read) is sent at once; only its end, after which Hypercorn either
+    reuses the connection or closes it, waits for the client to finish
+    sending. A request that has no body, or whose body the app read, has
+    nothing to wait for.
+    """
+
+    async def guarded(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        body_received = trio.Event()
+        draining = False
+
+        async def tracked_receive() -> ASGIReceiveEvent:
+            # Quart-Trio keeps receiving until the response is sent, so the
+            # rest of an unread body flows through here.
+            message = await receive()
+            if message["type"] != "http.request":
+                body_received.set()  # a disconnect: no body will come
+                return message
+            more = message.get("more_body", False)
+            if not more:
+                body_received.set()
+            if draining:
+                # The answer is all sent: drop the rest rather than let Quart
+                # buffer it (up to MAX_CONTENT_LENGTH, for a refused client).
+                return {"type": "http.request", "body": b"", "more_body": more}
+            return message
+
+        async def send_after_body(message: ASGISendEvent) -> None:
+            nonlocal draining
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                draining = True
+                # Past the bound Hypercorn closes the connection: a client
+                # that never sends its body cannot hold it open.
+                with trio.move_on_after(drain_s):
+                    await body_received.wait()
+            await send(message)
+
+        await app(scope, tracked_receive, send_after_body)
+
+    return guarded
+
+
 async def serve_app(
     app: QuartTrio,
     config: HyperConfig,
@@ -108,6 +198,7 @@ async def serve_app(
     *,
     listeners: list[socket.socket] | None = None,
     has_room: Callable[[], bool] = lambda: True,
+    drain_s: float = DRAIN_S,
     shutdown_trigger: Callable[[], Awaitable[None]],
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -115,10 +206,14 @@ async def serve_app(
 
     ``listeners`` are listening sockets to accept on instead (a worker's,
     shared with the other workers); ``has_room`` says whether this worker
-    would admit one more session. Reports the addresses served
+    would admit one more session; ``drain_s`` bounds how long a response that
+    ends before its request waits for the rest of the body
+    (:func:`finish_request_first`). Reports the addresses served
     (``http://host:port``) through ``task_status``.
     """
-    asgi: AppWrapper = wrap_app(app, config.wsgi_max_body_size, "asgi")
+    asgi: AppWrapper = wrap_app(
+        finish_request_first(app, drain_s), config.wsgi_max_body_size, "asgi"
+    )
     config.set_statsd_logger_class(StatsdLogger)
     state: LifespanState = {}
     lifespan = Lifespan(asgi, config, state)
@@ -138,7 +233,7 @@ async def serve_app(
                 # Annotated for SSL streams only; Hypercorn's own worker hands
                 # it plain socket streams just the same.
                 ssl_typed = cast("trio.SSLStream[trio.SocketStream]", stream)
-                await TCPServer(asgi, config, context, ConnectionState(state.copy()), ssl_typed)
+                await _TCPServer(asgi, config, context, ConnectionState(state.copy()), ssl_typed)
 
             handle = partial(connections.handle, serve_connection)
             task_status.started(binds)
