@@ -44,8 +44,9 @@ def register(app: QuartTrio, config: Config, host: EngineHost) -> None:
         response, status = error_response(
             413, "UPLOAD_TOO_LARGE", f"upload exceeds {config.max_upload_bytes} bytes"
         )
-        # The rest of the body is never read: close, so a client still
-        # sending learns the answer instead of waiting on a full socket.
+        # The rest of the body is only drained (front.finish_request_first,
+        # at most DRAIN_S) and dropped: close after it, so the connection of
+        # a client that sent too much is not kept for another request.
         response.headers["Connection"] = "close"
         return response, status
 
