@@ -17,7 +17,7 @@ from voicetrio.capacity import (
     refusal,
 )
 from voicetrio.engines.fake import FakeAsr, FakeLlm, FakeTts
-from voicetrio.engines.probe import cpu_meter, probe_turn, process_cpu_s
+from voicetrio.engines.probe import PROBE_QUESTIONS, cpu_meter, probe_turn, process_cpu_s
 
 
 def test_talkers_from_the_cpu_a_second_of_talk_costs() -> None:
@@ -64,17 +64,19 @@ def test_process_cpu_of_this_process_and_of_none() -> None:
     assert process_cpu_s(2**22 + 12345) == 0.0  # no such process
 
 
-async def test_probe_turn_drives_every_engine_once_through(
+async def test_probe_turn_drives_every_engine_through_each_question(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     asr, llm, tts = FakeAsr(delay_s=0), FakeLlm(first_token_s=0, token_s=0), FakeTts(delay_s=0)
     ticks = iter(float(n) for n in range(100))
     cost = await probe_turn(asr, llm, tts, system_prompt="Be brief.", cpu=lambda: next(ticks))
-    assert cost.cpu_s == 1.0  # the meter read once before and once after
+    questions = len(PROBE_QUESTIONS)
+    # The meter is read once before and once after; the cost is per question.
+    assert cost.cpu_s == 1.0 / questions
     assert cost.question_s > 0 and cost.answer_s > cost.question_s
-    assert asr.final_calls == 1 and asr.calls > 1  # partials, then the final
-    assert llm.opened == 1
-    assert tts.calls > 1  # the question, then the answer's phrases
+    assert asr.final_calls == questions and asr.calls > 2 * questions  # partials, then finals
+    assert llm.opened == questions
+    assert tts.calls > 2 * questions  # each question, then its answer's phrases
 
 
 async def test_probe_turn_in_lean_mode_has_no_reply() -> None:
@@ -82,4 +84,4 @@ async def test_probe_turn_in_lean_mode_has_no_reply() -> None:
     meter = cpu_meter(lambda: [])
     cost = await probe_turn(asr, None, tts, system_prompt="", cpu=meter)
     assert cost.cpu_s > 0 and cost.answer_s == 0
-    assert tts.calls == 1
+    assert tts.calls == len(PROBE_QUESTIONS)

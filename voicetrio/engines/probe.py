@@ -1,7 +1,7 @@
 """A probe turn: what one question and its answer cost this machine's engines.
 
 Run once at start-up, after the engines load and before the server says it
-is ready: the TTS speaks a question, the ASR decodes it as a session would
+is ready: the TTS speaks a question (two, one after the other), the ASR decodes it as a session would
 (a partial every half second of speech, then the final), the LLM answers it
 and the TTS speaks the answer phrase by phrase. The CPU it took, in this
 process and in the engines' own processes (the embedded LLM), and the
@@ -23,7 +23,11 @@ from voicetrio.engines.base import ENGINE_SAMPLE_RATE, AsrEngine, ChatMessage, L
 from voicetrio.phrases import PhraseAggregator
 from voicetrio.resample import resample
 
-PROBE_QUESTION: Final = "What is the weather going to be like in London tomorrow morning?"
+#: Two questions: answers vary in length, and two of them vary less.
+PROBE_QUESTIONS: Final = (
+    "What is the weather going to be like in London tomorrow morning?",
+    "Can you suggest something quick for breakfast?",
+)
 PARTIAL_EVERY_S: Final = 0.5
 _CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -57,30 +61,41 @@ async def probe_turn(
     system_prompt: str,
     cpu: Callable[[], float],
 ) -> TurnCost:
-    """What one spoken question and its spoken answer cost; raises the
-    engines' errors. ``llm`` None (lean mode): the question only."""
+    """What a spoken question and its spoken answer cost, over the probe
+    questions; raises the engines' errors. ``llm`` None (lean mode): the
+    questions only."""
     start = cpu()
-    answer_s = 0.0
-    question = await tts.synthesize(PROBE_QUESTION)
-    pcm = resample(question.pcm, question.sample_rate, ENGINE_SAMPLE_RATE)
-    step = int(PARTIAL_EVERY_S * ENGINE_SAMPLE_RATE) * 2
-    for end in range(step, len(pcm), step):
-        await asr.transcribe(pcm[:end], final=False)
-    heard = await asr.transcribe(pcm, final=True)
-    if llm is not None:
-        messages: list[ChatMessage] = [
-            {"role": "system", "content": system_prompt},
-            {"role": "user", "content": heard or PROBE_QUESTION},
-        ]
-        phrases = PhraseAggregator()
-        spoken: list[str] = []
-        async with llm.stream(messages) as deltas:
-            async for delta in deltas:
-                spoken += phrases.push(delta, trio.current_time() * 1000)
-        spoken += phrases.flush()
-        for phrase in spoken:
-            answer_s += (await tts.synthesize(phrase)).duration_s
-    return TurnCost(max(1e-3, cpu() - start), question.duration_s, answer_s)
+    question_s = answer_s = 0.0
+    for text in PROBE_QUESTIONS:
+        question = await tts.synthesize(text)
+        question_s += question.duration_s
+        pcm = resample(question.pcm, question.sample_rate, ENGINE_SAMPLE_RATE)
+        step = int(PARTIAL_EVERY_S * ENGINE_SAMPLE_RATE) * 2
+        for end in range(step, len(pcm), step):
+            await asr.transcribe(pcm[:end], final=False)
+        heard = await asr.transcribe(pcm, final=True)
+        if llm is not None:
+            answer_s += await _answer(llm, tts, system_prompt, heard or text)
+    turns = len(PROBE_QUESTIONS)
+    return TurnCost(max(1e-3, cpu() - start) / turns, question_s / turns, answer_s / turns)
 
 
-__all__ = ["PROBE_QUESTION", "cpu_meter", "probe_turn", "process_cpu_s"]
+async def _answer(llm: LlmEngine, tts: TtsEngine, system_prompt: str, question: str) -> float:
+    """Seconds of speech of the answer to ``question``, written and spoken."""
+    messages: list[ChatMessage] = [
+        {"role": "system", "content": system_prompt},
+        {"role": "user", "content": question},
+    ]
+    phrases = PhraseAggregator()
+    spoken: list[str] = []
+    async with llm.stream(messages) as deltas:
+        async for delta in deltas:
+            spoken += phrases.push(delta, trio.current_time() * 1000)
+    spoken += phrases.flush()
+    seconds = 0.0
+    for phrase in spoken:
+        seconds += (await tts.synthesize(phrase)).duration_s
+    return seconds
+
+
+__all__ = ["PROBE_QUESTIONS", "cpu_meter", "probe_turn", "process_cpu_s"]
