@@ -57,7 +57,7 @@ async def server_process(
                 match = re.search(rb"voicetrio serving on http://127\.0\.0\.1:(\d+)/", buffer)
                 if match:
                     port = int(match.group(1))
-            nursery.start_soon(_drain, proc.stderr)
+            nursery.start_soon(_drain, proc.stderr, buffer)
             async with httpx.AsyncClient() as http:
                 # Another process: nothing to wait on but its answer.
                 while (await http.get(f"http://127.0.0.1:{port}/health")).status_code != 200:  # noqa: ASYNC110
@@ -68,9 +68,17 @@ async def server_process(
             proc.terminate()
 
 
-async def _drain(stream: trio.abc.ReceiveStream) -> None:
-    while await stream.receive_some():
-        pass
+async def _drain(stream: trio.abc.ReceiveStream, head: bytes) -> None:
+    """Read the server's log to its end; into $BENCH_SERVER_LOG if that is set."""
+    path = os.environ.get("BENCH_SERVER_LOG")
+    if not path:
+        while await stream.receive_some():
+            pass
+        return
+    with open(path, "ab") as log:
+        log.write(head)
+        while chunk := await stream.receive_some():
+            log.write(chunk)
 
 
 @dataclass(frozen=True)

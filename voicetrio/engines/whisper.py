@@ -188,10 +188,10 @@ def _decode(
     """Blocking: the cleaned transcript of ``audio`` and the seconds it took.
 
     Audio that fits a shortened encoder window (an utterance) takes the fast
-    path of :mod:`whisper_short`; longer audio faster-whisper's own loop. The
-    full window, padded with silence the same way, also gets a second look at
-    a short-window loop, and, when ``careful`` (finals), at a short-window
-    result the decoder was unsure of.
+    path of :mod:`whisper_short`; longer audio faster-whisper's own loop. When
+    ``careful`` (finals), the full window, padded with silence the same way,
+    gets a second look at a short-window loop or a result the decoder was
+    unsure of.
     """
     start = time.perf_counter()
     segments: Iterable[SegmentLike] | None = None
@@ -201,10 +201,12 @@ def _decode(
             decode_short, model, audio, language=language, beam_size=options["beam_size"]
         )
         segments = short()
-        # A loop on the short window is worth the full window's second opinion.
-        if segments is not None and any(
-            s.compression_ratio > MAX_COMPRESSION_RATIO
-            or (careful and s.text and s.avg_logprob < LOW_LOGPROB)
+        # A final's loop, or a final the decoder was unsure of, is worth the
+        # full window's second opinion (4-5 times the decode). A partial's is
+        # not: clean_text drops the loop, the next partial comes in half a
+        # second, and the one decoder all sessions share stays free.
+        if careful and segments is not None and any(
+            s.compression_ratio > MAX_COMPRESSION_RATIO or (s.text and s.avg_logprob < LOW_LOGPROB)
             for s in segments
         ):
             segments = short(full_window=True)
