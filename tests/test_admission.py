@@ -49,7 +49,7 @@ async def test_capacity_comes_from_the_measured_turn_and_refuses_past_it(
             health = (await http.get(f"http://127.0.0.1:{running.port}/health")).json()
         assert (health["sessions"], health["capacity"], health["load"]) == (2, 2, 1.0)
         assert health["accepting"] is False
-        assert health["cpu_per_talker"] == pytest.approx(hub.model.cores * 0.6 / 2.5, abs=1e-3)
+        assert health["cpu_per_talker"] == pytest.approx(hub.model.cores * hub.model.utilization / 2.5, abs=1e-3)
         assert health["queues"] == {"decode_wait_s": 0.0, "llm_wait_s": 0.0}
         # The admitted ones are still served.
         await a.stop()

@@ -48,7 +48,7 @@ class TurnCost:
 class CapacityModel:
     cores: float
     #: Share of the cores the engines may be kept busy.
-    utilization: float = 0.6
+    utilization: float = 0.4
     #: Silence around a turn: before the question, and before the next one.
     pause_s: float = 1.5
 

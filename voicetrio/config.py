@@ -45,7 +45,7 @@ class Config:
     max_sessions: int = 0  # 0: sized for the machine, see effective_max_sessions
     busy_retry_after_s: float = 5.0
     # capacity: see voicetrio.capacity
-    target_utilization: float = 0.6
+    target_utilization: float = 0.4
     auth_tokens: str = field(default="", repr=False)
     allowed_origins: str = ""
     audio_burst_s: float = 60.0
