@@ -75,10 +75,10 @@ async def _drain(stream: trio.abc.ReceiveStream, head: bytes) -> None:
         while await stream.receive_some():
             pass
         return
-    with open(path, "ab") as log:
-        log.write(head)
+    async with await trio.open_file(path, "ab") as log:
+        await log.write(head)
         while chunk := await stream.receive_some():
-            log.write(chunk)
+            await log.write(chunk)
 
 
 @dataclass(frozen=True)
