@@ -139,3 +139,18 @@ async def test_a_confirmed_speculative_reply_moves_ahead() -> None:
         done["spec-b"].set()
         done["urgent"].set()
     assert scheduler.queue.in_use == 0
+
+
+async def test_promoting_a_slot_already_given_back_changes_nothing() -> None:
+    # A speculative reply that finished streaming before its turn was
+    # confirmed: its promotion must not take another tentative slot's count.
+    scheduler = Scheduler(2, tentative_slots=1)
+    done = scheduler.slot(Lane.TENTATIVE)
+    async with done:
+        pass
+    other = scheduler.slot(Lane.TENTATIVE)
+    await other.reserve()
+    done.promote()
+    assert scheduler.queue.busy == {Lane.URGENT: 0, Lane.TENTATIVE: 1}
+    other.close()
+    assert scheduler.queue.in_use == 0

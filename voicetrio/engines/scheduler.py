@@ -109,8 +109,11 @@ class Slot:
     def promote(self) -> None:
         """Tentative work became urgent (a speculative reply, confirmed):
         waiting, it moves ahead of tentative work; holding, it counts as urgent."""
-        if self.lane is Lane.TENTATIVE:
-            self.lane = Lane.URGENT
+        if self.lane is not Lane.TENTATIVE:
+            return
+        self.lane = Lane.URGENT
+        # Waiting or holding; a slot already given back counts nowhere.
+        if self._held or (self._ticket is not None and not self._used):
             self._scheduler._promote(self)
 
     def close(self) -> None:
