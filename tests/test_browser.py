@@ -334,7 +334,9 @@ def test_the_page_takes_a_token_for_a_guarded_server(short_wav: Path, tmp_path: 
         chromium_page(short_wav, tmp_path / "profile") as (page, errors),
     ):
         open_page(page, server.base_url + "/?token=page-secret")
-        assert state(page)["lean"] is True  # the guarded /api/stream_config was read
+        # Before any `start`, only the guarded /api/stream_config says "lean";
+        # the page is ready when its socket opens, which may come first.
+        wait(page, "v.lean === true")
         open_page(page, server.base_url + "/")  # remembered in this browser
         assert page.evaluate("() => localStorage.getItem('voicetrio.token')") == "page-secret"
         assert_no_page_errors(errors)
