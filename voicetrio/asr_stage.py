@@ -73,11 +73,12 @@ class _Decode:
     silence window still runs; dropping the decode drops the reply unheard.
     """
 
-    def __init__(self, pcm: bytes, metrics: TurnMetrics, since: float) -> None:
+    def __init__(self, pcm: bytes, metrics: TurnMetrics) -> None:
         self.pcm = pcm
         self.metrics = metrics
-        #: When the speech ended: the decoder serves the oldest first.
-        self.since = since
+        #: When the speech ended (it is made at silence start or at the
+        #: utterance's end): the decoder serves the oldest first.
+        self.since = trio.current_time()
         self.done = trio.Event()
         self.scope = trio.CancelScope()
         self.text: str | None = None
@@ -289,7 +290,7 @@ class AsrStage:
     def _start_speculative(self) -> None:
         if self._metrics is None:
             return
-        decode = _Decode(bytes(self._utterance), self._metrics, trio.current_time())
+        decode = _Decode(bytes(self._utterance), self._metrics)
         self._speculative = decode
         self._nursery.start_soon(partial(decode.run, self, speculative=True))
 
@@ -335,8 +336,7 @@ class AsrStage:
         if speculative is not None:
             await finals.send(_PendingFinal(speculative, True, metrics, event.reason))
         else:
-            decode = _Decode(pcm, metrics, trio.current_time())
-            await finals.send(_PendingFinal(decode, False, metrics, event.reason))
+            await finals.send(_PendingFinal(_Decode(pcm, metrics), False, metrics, event.reason))
 
     async def _finalizer(self, pending: trio.MemoryReceiveChannel[_PendingFinal]) -> None:
         async with pending:

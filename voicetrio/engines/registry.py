@@ -190,14 +190,16 @@ class EngineHost:
         llm = engines.llm
         server = llm.server if isinstance(llm, GatedLlm) else None
         meter = cpu_meter(lambda: [] if server is None or server.pid is None else [server.pid])
+        # The inner engines: the gated ones wait for `loaded`, set after this.
         tts = engines.tts.inner if isinstance(engines.tts, GatedTts) else engines.tts
+        assert tts is not None  # loaded
         cost: TurnCost | None = None
         try:
             with trio.move_on_after(PROBE_TIMEOUT_S):
                 cost = await probe_turn(
                     engines.asr.inner,
                     llm.inner if isinstance(llm, GatedLlm) else None,
-                    tts if tts is not None else engines.tts,
+                    tts,
                     system_prompt=self.config.system_prompt or SPOKEN_SYSTEM_PROMPT,
                     cpu=meter,
                 )
