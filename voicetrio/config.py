@@ -44,8 +44,10 @@ class Config:
     # admission and access
     max_sessions: int = 0  # 0: sized for the machine, see effective_max_sessions
     busy_retry_after_s: float = 5.0
-    # capacity: see voicetrio.capacity
-    target_utilization: float = 0.4
+    # capacity: see voicetrio.capacity. Calibrated on bench.capacity: with one
+    # thread per decode, 2 cores held the latency targets up to 7 talkers, and
+    # 0.6 makes the probe's estimate 6-7 there.
+    target_utilization: float = 0.6
     auth_tokens: str = field(default="", repr=False)
     allowed_origins: str = ""
     audio_burst_s: float = 60.0

@@ -140,6 +140,15 @@ def default_cpu_threads() -> int:
     return max(1, min(4, usable_cores()))
 
 
+#: Threads of one streaming decode. CTranslate2's OpenMP threads meet at a
+#: barrier at every layer and decoding step; beside the LLM and TTS processes
+#: one of two threads is often descheduled, and the other waits for it: on 2
+#: cores a 0.1 s decode then took 0.8-2.0 s (bench.capacity, 5 talkers). One
+#: thread never waits for another, and alone it is as fast here (tiny.en: 91
+#: against 103 ms median for a spoken question).
+STREAMING_DECODE_THREADS: Final = 1
+
+
 def load_model(spec: ModelSpec, *, cpu_threads: int = 0) -> Any:
     """A faster-whisper ``WhisperModel`` for ``spec``, on the CPU; blocking.
 
@@ -229,7 +238,8 @@ class WhisperAsr:
     ones always decode as English. None detects the language on every decode,
     which on ``base`` about doubles the decode time (~1.0 s -> 1.8-2.5 s for a 3.5 s
     sentence) and lets short partials flip between languages, hence "en".
-    ``cpu_threads`` 0 means :func:`default_cpu_threads`.
+    ``cpu_threads`` 0 means :data:`STREAMING_DECODE_THREADS` (the file CLI
+    uses :func:`default_cpu_threads`: one long decode, nothing beside it).
     """
 
     def __init__(
@@ -247,7 +257,7 @@ class WhisperAsr:
             raise ValueError(f"beam_size_final must be >= 1, got {beam_size_final}")
         self.spec = spec
         self.scheduler = scheduler if scheduler is not None else Scheduler(1)
-        self.cpu_threads = cpu_threads
+        self.cpu_threads = cpu_threads or STREAMING_DECODE_THREADS
         self.beam_size_final = beam_size_final
         self.language = language
         self.ready = False
