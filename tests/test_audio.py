@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from voicetrio.audio import (
+    SpeechAudio,
     decode_wav,
     frames,
     read_wav,
@@ -21,7 +22,6 @@ from voicetrio.audio import (
     wav_bytes,
     write_wav,
 )
-from voicetrio.engines.base import SpeechAudio
 
 
 def pcm16(*samples: int) -> bytes:

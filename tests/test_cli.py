@@ -19,8 +19,7 @@ import trio
 
 from tests.conftest import RATE, quiet, speech
 from voicetrio.audio import write_wav
-from voicetrio.config import Config
-from voicetrio.workers import share_of
+from voicetrio.config import Config, share_of
 
 PYTHON = sys.executable
 

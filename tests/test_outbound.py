@@ -93,6 +93,8 @@ async def test_outbox_wakes_the_writer_and_closes() -> None:
         await trio.testing.wait_all_tasks_blocked()
         assert got == ["one"]
         box.put(item("two"))
+        assert not box.closed
         box.close()
+        assert box.closed
         assert box.put(item("after close")) is Pressure.OK
     assert got == ["one", "two"]

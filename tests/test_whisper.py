@@ -17,12 +17,12 @@ import trio.testing
 
 from tests.speech import SENTENCES, encode_audio, say, wer
 from voicetrio.audio import silence, write_wav
+from voicetrio.audio_files import decode_audio_file
 from voicetrio.engines.base import AsrEngine, AsrError, ModelLoadError
 from voicetrio.engines.models import ModelSpec, resolve_model
 from voicetrio.engines.whisper import (
     WhisperAsr,
     clean_text,
-    decode_upload,
     normalize,
     transcribe_file,
 )
@@ -52,6 +52,13 @@ def _noise(ms: int, level: float, seed: int = 0) -> bytes:
 
 
 # -- loading ------------------------------------------------------------------
+
+
+def test_streaming_decodes_use_one_thread(spec: ModelSpec) -> None:
+    # Two OpenMP threads per decode stall beside the LLM and TTS processes
+    # (docs/benchmarks.md, "Capacity with one thread per decode"); a setting wins.
+    assert WhisperAsr(spec).cpu_threads == 1
+    assert WhisperAsr(spec, cpu_threads=2).cpu_threads == 2
 
 
 async def test_ready_flips_after_load(spec: ModelSpec) -> None:
@@ -243,35 +250,11 @@ def test_transcribe_file_errors(spec: ModelSpec, tmp_path: Path) -> None:
         transcribe_file(junk, spec)
 
 
-@pytest.mark.parametrize(
-    ("container_format", "codec"), [("wav", "pcm_s16le"), ("flac", "flac"), ("mp3", "libmp3lame")]
-)
-def test_decode_upload(container_format: str, codec: str) -> None:
-    pcm = say("Hello there.", rate_hz=22050)
-    samples = decode_upload(encode_audio(pcm, 22050, container_format, codec))
-    assert samples.dtype == np.float32
-    # Converted to 16 kHz: as long as the clip, within an MP3 frame.
-    assert abs(len(samples) - len(pcm) // 2 * 16000 / 22050) <= 1152
-    assert 0.05 < float(np.max(np.abs(samples))) <= 1.0
-
-
-@pytest.mark.parametrize(
-    ("data", "message"),
-    [
-        (b"", "empty upload"),
-        (b"hello world, not audio at all" * 10, "not a readable audio file"),
-        (b"RIFF\x00\x00\x00\x00WAVE", "not a readable audio file"),
-    ],
-)
-def test_decode_upload_refuses_non_audio(data: bytes, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        decode_upload(data)
-
-
-async def test_transcribe_samples_of_an_upload(asr: WhisperAsr) -> None:
+async def test_an_uploaded_file_transcribes(asr: WhisperAsr) -> None:
+    # The upload route's path: any file, decoded to the PCM a session sends.
     sentence = SENTENCES[0]
     upload = encode_audio(say(sentence, rate_hz=22050), 22050, "flac", "flac")
-    text = await asr.transcribe_samples(decode_upload(upload), final=True)
+    text = await asr.transcribe(decode_audio_file(upload), final=True)
     assert wer(sentence, text) <= MAX_WER
 
 

@@ -9,26 +9,52 @@ them.
 WAV files are parsed here rather than with :mod:`wave`, which on Python 3.11
 refuses ``WAVE_FORMAT_EXTENSIBLE`` headers, the ones most tools write for
 24-bit and multichannel audio.
+
+A leaf: the engines import it (speech comes back from a TTS engine as a
+:class:`SpeechAudio`), never the other way round.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import struct
+import wave
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 
-from voicetrio.engines.base import SpeechAudio
-
 _FORMAT_PCM: Final = 0x0001
 _FORMAT_EXTENSIBLE: Final = 0xFFFE
 _FADE_MS: Final = 5
 _FULL_SCALE: Final = 32767
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechAudio:
+    """Mono 16-bit little-endian PCM and its rate: speech with its format."""
+
+    pcm: bytes
+    sample_rate: int
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.pcm) / 2 / self.sample_rate
+
+    def wav(self) -> bytes:
+        """A complete WAV file holding this audio."""
+        buf = io.BytesIO()
+        with wave.open(buf, "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(self.sample_rate)
+            w.writeframes(self.pcm)
+        return buf.getvalue()
 
 
 def read_wav(path: str | os.PathLike[str]) -> tuple[bytes, int]:
@@ -138,13 +164,13 @@ def tone(
         raise ValueError(f"amplitude {amplitude} is outside 0..1")
     n = _samples_for(ms, sample_rate)
     t = np.arange(n, dtype=np.float64) / sample_rate
-    wave = amplitude * _FULL_SCALE * np.sin(2.0 * np.pi * freq_hz * t)
+    signal = amplitude * _FULL_SCALE * np.sin(2.0 * np.pi * freq_hz * t)
     fade = min(_FADE_MS * sample_rate // 1000, n // 2)
     if fade > 0:
         ramp = np.linspace(0.0, 1.0, fade, endpoint=False)
-        wave[:fade] *= ramp
-        wave[n - fade :] *= ramp[::-1]
-    return np.rint(wave).astype("<i2").tobytes()
+        signal[:fade] *= ramp
+        signal[n - fade :] *= ramp[::-1]
+    return np.rint(signal).astype("<i2").tobytes()
 
 
 def frames(pcm: bytes, sample_rate: int, frame_ms: int) -> Iterator[bytes]:
@@ -180,6 +206,7 @@ def _check_pcm(pcm: bytes) -> None:
 
 
 __all__ = [
+    "SpeechAudio",
     "decode_wav",
     "frames",
     "read_wav",

@@ -156,6 +156,12 @@ class Config:
         return validate(dataclasses.replace(self, **changes))
 
 
+def share_of(total: int, workers: int) -> int:
+    """One worker process's share of a machine-wide limit (``--workers``):
+    split evenly, rounded up, never below one."""
+    return max(1, math.ceil(total / workers))
+
+
 def usable_cores() -> int:
     """The cores this process may run on (its affinity on Linux)."""
     affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere count all cores

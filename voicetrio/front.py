@@ -1,4 +1,5 @@
-"""Hypercorn's Trio worker loop, run here so that a connection can be severed.
+"""Our own accept loop in front of Hypercorn's per-connection server, so that
+a connection can be severed.
 
 Hypercorn writes every byte inside a shielded cancel scope, so that no
 response is ever cut midway. The price: a client that stops reading leaves a
@@ -16,22 +17,25 @@ before it accepts, so that a worker with room takes the connection; if none
 has room, the full one accepts after all and refuses it (``SERVER_BUSY``),
 so a client is never left waiting.
 
-Two more things work around a Hypercorn bug (``docs/upstream-bugs.md``):
+One more thing works around a Hypercorn bug (``docs/upstream-bugs.md``):
 when a response ends before its request body has arrived (a 404, a refused
 token, an upload refused before it is read), Hypercorn closes the connection
 from the app's task just after telling the app ``http.disconnect``, on which
 Quart-Trio cancels that task; the close is cancelled, the connection is left
 open and never reused, and the client's next request on it gets no answer.
-Here that close is shielded, so it happens; and such a response ends only
-once the body has arrived (:func:`finish_request_first`, bounded), so the
-connection is usually kept alive after all, and a client still sending its
-body is not reset before it reads the answer.
+:func:`finish_request_first`, an ASGI wrapper, shields the response's last
+send, inside which that close runs, so it happens; and it ends such a
+response only once the body has arrived (bounded), so the connection is
+usually kept alive after all, and a client still sending its body is not
+reset before it reads the answer.
 
-Everything else is Hypercorn's ``worker_serve``: lifespan, a shutdown
-trigger, then ``graceful_timeout`` for open connections. Plain TCP only
-(voicetrio terminates no TLS; put a proxy in front for that). It uses
-Hypercorn's worker parts, which is why ``pyproject.toml`` pins its minor
-version.
+The rest is what Hypercorn's own Trio worker does, done here on public
+ground: the app's ASGI lifespan (per the ASGI spec), a shutdown trigger,
+then ``graceful_timeout`` for open connections. Plain TCP only (voicetrio
+terminates no TLS; put a proxy in front for that). The Hypercorn internals
+this still needs (its per-connection server and worker context) come from
+:mod:`voicetrio.hypercorn_internals`, which lists them all and why, and
+which a contract test checks against the installed Hypercorn.
 """
 
 from __future__ import annotations
@@ -42,28 +46,26 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Final, cast
+from typing import Any, Final, Literal, cast
 
 import trio
 from hypercorn.config import Config as HyperConfig
-from hypercorn.trio.lifespan import Lifespan
-from hypercorn.trio.statsd import StatsdLogger
-from hypercorn.trio.tcp_server import TCPServer
-from hypercorn.trio.worker_context import WorkerContext
+
+# The ASGI types, as Hypercorn spells them (type checking only, but for
+# ConnectionState, a NewType: see voicetrio.hypercorn_internals).
 from hypercorn.typing import (
-    AppWrapper,
     ASGIFramework,
     ASGIReceiveCallable,
     ASGIReceiveEvent,
     ASGISendCallable,
     ASGISendEvent,
     ConnectionState,
+    LifespanScope,
     LifespanState,
     Scope,
 )
-from hypercorn.utils import ShutdownError, raise_shutdown, repr_socket_addr, wrap_app
-from quart_trio import QuartTrio
 
+from voicetrio.hypercorn_internals import TCPServer, WorkerContext
 from voicetrio.logs import log_event
 
 #: A peer as ASGI scopes name it: (host, port).
@@ -125,21 +127,85 @@ class Connections:
             await trio.aclose_forcefully(stream)
 
 
-class _TCPServer(TCPServer):
-    """Hypercorn's connection, whose close always happens.
+class LifespanError(Exception):
+    """The app failed to start up or shut down, or took too long to."""
 
-    ``_close`` is private to Hypercorn; the pin on its minor version covers
-    this override as it covers the rest of this module."""
 
-    async def _close(self) -> None:
-        # Hypercorn closes a connection whose response ended before its
-        # request from the app's own task, right after telling the app
-        # ``http.disconnect``, on which Quart-Trio cancels that task: the close
-        # is cancelled at its first checkpoint, before the socket is shut.
-        # Shutting and closing a socket does not block, so the shield is
-        # never held for long.
-        with trio.CancelScope(shield=True):
-            await super()._close()
+class _Lifespan:
+    """The app's ASGI lifespan, driven as the ASGI spec says: ``startup``
+    before the first connection is accepted, ``shutdown`` after the last one
+    has ended.
+
+    The app's lifespan call runs in a task of its own until it is cancelled
+    after shutdown: Quart-Trio keeps ``app.nursery`` (where the engine host
+    runs) open inside it. As the spec asks, an app whose lifespan raises or
+    returns before answering is served without lifespan events (the error is
+    logged); an answer of ``failed``, or none within the timeout, raises
+    :class:`LifespanError` (Hypercorn's own worker crashes the same way).
+    """
+
+    def __init__(self, app: ASGIFramework, state: LifespanState) -> None:
+        self._app = app
+        self._state = state
+        # At most two messages go each way: startup, then shutdown.
+        self._to_app, self._app_inbox = trio.open_memory_channel[ASGIReceiveEvent](2)
+        self._app_outbox, self._from_app = trio.open_memory_channel[ASGISendEvent](2)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        scope: LifespanScope = {
+            "type": "lifespan",
+            "asgi": {"spec_version": "2.0", "version": "3.0"},
+            "state": self._state,
+        }
+        task_status.started()
+        try:
+            await self._app(scope, self._app_inbox.receive, self._app_outbox.send)
+        except Exception:
+            log_event(None, "lifespan_error", level=logging.ERROR, exc_info=True)
+        finally:
+            # Whoever waits for an answer learns there will be none.
+            self._app_inbox.close()
+            self._app_outbox.close()
+
+    async def startup(self, timeout_s: float) -> None:
+        await self._phase("startup", {"type": "lifespan.startup"}, timeout_s)
+
+    async def shutdown(self, timeout_s: float) -> None:
+        await self._phase("shutdown", {"type": "lifespan.shutdown"}, timeout_s)
+
+    async def _phase(
+        self, phase: Literal["startup", "shutdown"], message: ASGIReceiveEvent, timeout_s: float
+    ) -> None:
+        try:
+            await self._to_app.send(message)
+            with trio.fail_after(timeout_s):
+                answer = await self._from_app.receive()
+        except (trio.BrokenResourceError, trio.EndOfChannel):
+            return  # the app's lifespan is over: serve without it
+        except trio.TooSlowError:
+            raise LifespanError(f"the app's {phase} took longer than {timeout_s:g} s") from None
+        if answer["type"] != f"lifespan.{phase}.complete":
+            reason = cast("dict[str, Any]", answer).get("message") or answer["type"]
+            raise LifespanError(f"the app's {phase} failed: {reason}")
+
+
+class _AppWrapper:
+    """An ASGI app, called the way Hypercorn's TCPServer calls apps
+    (``hypercorn.typing.AppWrapper``): the two more arguments are for WSGI
+    apps' threads, which an ASGI app has no use for."""
+
+    def __init__(self, app: ASGIFramework) -> None:
+        self._app = app
+
+    async def __call__(
+        self,
+        scope: Scope,
+        receive: ASGIReceiveCallable,
+        send: ASGISendCallable,
+        sync_spawn: Callable[..., Any],
+        call_soon: Callable[..., Any],
+    ) -> None:
+        await self._app(scope, receive, send)
 
 
 def finish_request_first(app: ASGIFramework, drain_s: float) -> ASGIFramework:
@@ -151,6 +217,10 @@ def finish_request_first(app: ASGIFramework, drain_s: float) -> ASGIFramework:
     reuses the connection or closes it, waits for the client to finish
     sending. A request that has no body, or whose body the app read, has
     nothing to wait for.
+
+    That end is sent shielded from cancellation: Hypercorn recycles or closes
+    the connection inside it, after handing the app ``http.disconnect``, on
+    which Quart-Trio cancels the task that is sending (docs/upstream-bugs.md).
     """
 
     async def guarded(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
@@ -184,6 +254,12 @@ def finish_request_first(app: ASGIFramework, drain_s: float) -> ASGIFramework:
                 # that never sends its body cannot hold it open.
                 with trio.move_on_after(drain_s):
                     await body_received.wait()
+                # Hypercorn writes to the socket under a shield of its own, so
+                # this one makes no wait uncancellable that was not already: it
+                # lets the close (or the recycle) that follows the write happen.
+                with trio.CancelScope(shield=True):
+                    await send(message)
+                return
             await send(message)
 
         await app(scope, tracked_receive, send_after_body)
@@ -192,7 +268,7 @@ def finish_request_first(app: ASGIFramework, drain_s: float) -> ASGIFramework:
 
 
 async def serve_app(
-    app: QuartTrio,
+    app: ASGIFramework,
     config: HyperConfig,
     connections: Connections,
     *,
@@ -211,45 +287,56 @@ async def serve_app(
     (:func:`finish_request_first`). Reports the addresses served
     (``http://host:port``) through ``task_status``.
     """
-    asgi: AppWrapper = wrap_app(
-        finish_request_first(app, drain_s), config.wsgi_max_body_size, "asgi"
-    )
-    config.set_statsd_logger_class(StatsdLogger)
+    asgi = finish_request_first(app, drain_s)
+    served = _AppWrapper(asgi)
     state: LifespanState = {}
-    lifespan = Lifespan(asgi, config, state)
+    lifespan = _Lifespan(asgi, state)
+    # No max_requests: a worker never retires itself.
     context = WorkerContext(None)
 
     async with trio.open_nursery() as lifespan_nursery:
-        await lifespan_nursery.start(lifespan.handle_lifespan)
-        await lifespan.wait_for_startup()
+        await lifespan_nursery.start(lifespan.run)
+        await lifespan.startup(config.startup_timeout)
         async with trio.open_nursery() as server_nursery:
             if listeners is None:
                 listeners = config.create_sockets().insecure_sockets
                 for sock in listeners:
                     sock.listen(config.backlog)
-            binds = [f"http://{repr_socket_addr(s.family, s.getsockname())}" for s in listeners]
+            binds = [_url(sock) for sock in listeners]
 
             async def serve_connection(stream: trio.SocketStream) -> None:
                 # Annotated for SSL streams only; Hypercorn's own worker hands
                 # it plain socket streams just the same.
                 ssl_typed = cast("trio.SSLStream[trio.SocketStream]", stream)
-                await _TCPServer(asgi, config, context, ConnectionState(state.copy()), ssl_typed)
+                # Each connection its own copy of the lifespan state (ASGI):
+                # TCPServer keeps the one it is given.
+                await TCPServer(served, config, context, ConnectionState(state.copy()), ssl_typed)
 
             handle = partial(connections.handle, serve_connection)
             task_status.started(binds)
             try:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(raise_shutdown, shutdown_trigger)
+                async with trio.open_nursery() as accepting:
                     for sock in listeners:
-                        nursery.start_soon(_accept, sock, handle, has_room, server_nursery)
-                    await trio.sleep_forever()
-            except* ShutdownError:
-                pass
+                        accepting.start_soon(_accept, sock, handle, has_room, server_nursery)
+                    await shutdown_trigger()
+                    accepting.cancel_scope.cancel()
             finally:
+                # Kept-alive connections take no new request; the open ones
+                # get graceful_timeout to finish, then are cancelled.
                 await context.terminated.set()
                 server_nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
-        await lifespan.wait_for_shutdown()
+        await lifespan.shutdown(config.shutdown_timeout)
         lifespan_nursery.cancel_scope.cancel()
+
+
+def _url(sock: socket.socket) -> str:
+    """What a listening socket serves, as Hypercorn's worker reports it."""
+    address = sock.getsockname()
+    if sock.family == socket.AF_INET:
+        return f"http://{address[0]}:{address[1]}"
+    if sock.family == socket.AF_INET6:
+        return f"http://[{address[0]}]:{address[1]}"
+    return f"http://unix:{address}"
 
 
 async def _accept(

@@ -1,22 +1,25 @@
 """Whole-file transcription over HTTP: ``POST /transcribe`` and the
 OpenAI-compatible ``POST /v1/audio/transcriptions``.
 
-Uploads are decoded by faster-whisper's own decoder (PyAV), so WAV, FLAC,
-MP3 and Ogg all work, and transcribed by the same model and limiter the
-streaming sessions use. Every refusal is a 4xx with a JSON body
+Uploads are decoded by PyAV (:mod:`voicetrio.audio_files`), so WAV, FLAC,
+MP3 and Ogg all work, to the PCM a streaming session hands its ASR engine,
+and transcribed by that engine as one final decode, in the same decoder
+queue the sessions use. Only :class:`~voicetrio.engines.base.AsrEngine` is
+asked, so any engine serves uploads as it serves sessions. Every refusal is
+a 4xx (or a 5xx for a failed engine) with a JSON body
 ``{"error": {"code", "message"}}``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
 
-import numpy as np
 import trio
 from quart import Response, jsonify, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from voicetrio.audio_files import decode_audio_file
 from voicetrio.config import Config
 from voicetrio.engines.base import ENGINE_SAMPLE_RATE, EngineError
 from voicetrio.engines.registry import EngineHost
@@ -88,8 +91,8 @@ async def _transcribe_upload(config: Config, host: EngineHost) -> str:
     data = upload.read()
     if not data:
         raise UploadError(400, "EMPTY_UPLOAD", "the uploaded file is empty")
-    samples = await _decode(data)
-    seconds = len(samples) / ENGINE_SAMPLE_RATE
+    pcm = await _decode(data)
+    seconds = len(pcm) / 2 / ENGINE_SAMPLE_RATE
     if seconds > config.max_upload_s:
         raise UploadError(
             413,
@@ -98,22 +101,16 @@ async def _transcribe_upload(config: Config, host: EngineHost) -> str:
         )
     if host.failure is not None:
         raise UploadError(503, "MODEL_LOAD_FAIL", str(host.failure))
-    asr: Any = host.engines.asr
     try:
-        if hasattr(asr, "transcribe_samples"):
-            text: str = await asr.transcribe_samples(samples, final=True)
-        else:
-            pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes()
-            text = await asr.transcribe(pcm, final=True)
+        text = await host.engines.asr.transcribe(pcm, final=True)
     except EngineError as exc:
         raise UploadError(500, str(exc.code), str(exc)) from None
     return text.strip()
 
 
-async def _decode(data: bytes) -> Any:
-    from voicetrio.engines.whisper import decode_upload
-
+async def _decode(data: bytes) -> bytes:
+    """16 kHz mono PCM of an uploaded file, decoded off the event loop."""
     try:
-        return await trio.to_thread.run_sync(decode_upload, data)
+        return await trio.to_thread.run_sync(decode_audio_file, data, ENGINE_SAMPLE_RATE)
     except ValueError as exc:
         raise UploadError(415, "NOT_AUDIO", str(exc)) from None

@@ -130,6 +130,12 @@ class Outbox:
         self._wakeup.set()
         return pressure
 
+    @property
+    def closed(self) -> bool:
+        """Closed: what is put now is ignored, and the writer ends once the
+        queue is empty. The session's one "closing" state."""
+        return self._closed
+
     def close(self) -> None:
         self._closed = True
         self._wakeup.set()

@@ -1,10 +1,12 @@
 """The wire protocol, sans-IO: client messages in, server events out.
 
-This module never touches a socket, a clock or Trio. The session feeds it every
-frame the client sent and gets back either a validated message or a
-:class:`ProtocolError` that already knows its code, its reason and whether the
-connection survives it. Server events are plain JSON-able dicts built here, so
-that the wire format lives in exactly one place.
+This module never touches a socket, a clock or Trio. The session's v1
+adapter (:mod:`voicetrio.v1_adapter`) feeds it every frame the client sent and
+gets back either a validated message or a :class:`ProtocolError` that already
+knows its code, its reason and whether the connection survives it. The v1
+server events are plain JSON-able dicts built here, so that the wire format
+lives in exactly one place: the adapter renders the session's domain events
+(:mod:`voicetrio.events`) with these builders, and the client parses them.
 
 Client state machine (one per connection)::
 
@@ -25,54 +27,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeVar
 
+# The codes belong to the session core (a leaf); they keep their names here.
+from voicetrio.codes import FATAL_CODES as FATAL_CODES
+from voicetrio.codes import CloseCode as CloseCode
+from voicetrio.codes import ErrorCode as ErrorCode
+from voicetrio.codes import is_fatal as is_fatal
+
 PROTOCOL_VERSION: Final = 1
 
 JsonDict = dict[str, Any]
 _T = TypeVar("_T")
-
-
-class ErrorCode(enum.StrEnum):
-    """Every code an ``error`` event (and some ``info`` events) can carry."""
-
-    PROTOCOL_VIOLATION = "PROTOCOL_VIOLATION"
-    INTERNAL = "INTERNAL"
-    MODEL_LOAD_FAIL = "MODEL_LOAD_FAIL"
-    BAD_MESSAGE = "BAD_MESSAGE"
-    ASR_FAIL = "ASR_FAIL"
-    LLM_TIMEOUT = "LLM_TIMEOUT"
-    LLM_FAIL = "LLM_FAIL"
-    TTS_FAIL = "TTS_FAIL"
-    MAX_DURATION_EXCEEDED = "MAX_DURATION_EXCEEDED"
-    BACKPRESSURE = "BACKPRESSURE"
-    UNSUPPORTED_SAMPLE_RATE = "UNSUPPORTED_SAMPLE_RATE"
-    CANCELLED = "CANCELLED"
-    SERVER_BUSY = "SERVER_BUSY"
-
-
-#: Codes after which the server closes the connection. Everything else is
-#: recoverable: the session keeps its state and goes on.
-FATAL_CODES: Final = frozenset(
-    {
-        ErrorCode.PROTOCOL_VIOLATION,
-        ErrorCode.INTERNAL,
-        ErrorCode.MODEL_LOAD_FAIL,
-        ErrorCode.SERVER_BUSY,
-    }
-)
-
-
-def is_fatal(code: ErrorCode) -> bool:
-    return code in FATAL_CODES
-
-
-class CloseCode(enum.IntEnum):
-    """WebSocket close codes the server uses (RFC 6455, section 7.4.1)."""
-
-    NORMAL = 1000
-    GOING_AWAY = 1001  # server shutdown
-    POLICY_VIOLATION = 1008  # PROTOCOL_VIOLATION, client too far behind
-    INTERNAL_ERROR = 1011  # INTERNAL, MODEL_LOAD_FAIL
-    TRY_AGAIN_LATER = 1013
 
 
 class ProtocolError(Exception):

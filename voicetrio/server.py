@@ -24,19 +24,19 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from quart import Response, jsonify, request, send_from_directory, websocket
 from quart_trio import QuartTrio
 
-from voicetrio import __version__, http_api, protocol
+from voicetrio import __version__, http_api
 from voicetrio.access import AccessPolicy
 from voicetrio.capacity import CapacityModel, Load, load, refusal
-from voicetrio.config import Config, usable_cores
+from voicetrio.config import Config, share_of, usable_cores
 from voicetrio.engines.base import Engines, ModelLoadError
 from voicetrio.engines.registry import EngineHost
+from voicetrio.events import Error, Info
 from voicetrio.front import Connections, serve_app
 from voicetrio.logs import log_event
 from voicetrio.outbound import Frame
 from voicetrio.prom import PromObserver
 from voicetrio.protocol import CloseCode, ErrorCode
 from voicetrio.session import Session, TransportClosed
-from voicetrio.workers import share_of
 
 
 def public_dir() -> Path:
@@ -58,7 +58,6 @@ class Hub:
         self.host = host or EngineHost(config)
         self.host.on_failure.append(self._model_failed)
         self.connections = Connections()
-        self.sessions_total = 0
         # With several worker processes, each admits its share.
         self.max_sessions = share_of(config.effective_max_sessions, config.workers)
         # ... and has its share of the cores to spend on talkers.
@@ -96,25 +95,31 @@ class Hub:
         )
 
     @property
+    def sessions_total(self) -> int:
+        """Sessions accepted so far: the Prometheus counter's figure (no second count)."""
+        accepted = self.observer.registry.get_sample_value("voicetrio_sessions_accepted_total")
+        return int(accepted or 0)
+
+    @property
     def ready(self) -> bool:
         return not self.draining and self.host.ready and all(self.engines.readiness().values())
 
     def _model_failed(self, exc: ModelLoadError) -> None:
         for session in list(self.sessions):
-            session.fail(protocol.error(ErrorCode.MODEL_LOAD_FAIL, str(exc)), CloseCode.INTERNAL_ERROR)
+            session.fail(Error(ErrorCode.MODEL_LOAD_FAIL, str(exc)), CloseCode.INTERNAL_ERROR)
 
     async def run_session(self, session: Session) -> None:
         if self.draining:
-            await session.transport.send(
-                protocol.encode(protocol.info("server is shutting down", event="shutdown"))
+            await session.refuse(
+                Info("shutdown", "server is shutting down"), CloseCode.GOING_AWAY, "server shutdown"
             )
-            await session.transport.close(CloseCode.GOING_AWAY, "server shutdown")
             return
         if self.host.failure is not None:
-            await session.transport.send(
-                protocol.encode(protocol.error(ErrorCode.MODEL_LOAD_FAIL, str(self.host.failure)))
+            await session.refuse(
+                Error(ErrorCode.MODEL_LOAD_FAIL, str(self.host.failure)),
+                CloseCode.INTERNAL_ERROR,
+                "model failed to load",
             )
-            await session.transport.close(CloseCode.INTERNAL_ERROR, "model failed to load")
             return
         reason = refusal(self.figures())
         if reason is not None:
@@ -123,13 +128,14 @@ class Hub:
             # the talkers already admitted keep their latency.
             self.observer.rejected.labels(reason="busy").inc()
             log_event(None, "session_refused", reason=reason, sessions=len(self.sessions))
-            busy = protocol.error(ErrorCode.SERVER_BUSY, f"{reason}; try again later")
-            busy["retry_after_s"] = self.config.busy_retry_after_s
-            await session.transport.send(protocol.encode(busy))
-            await session.transport.close(CloseCode.TRY_AGAIN_LATER, "server busy")
+            busy = Error(
+                ErrorCode.SERVER_BUSY,
+                f"{reason}; try again later",
+                details=(("retry_after_s", self.config.busy_retry_after_s),),
+            )
+            await session.refuse(busy, CloseCode.TRY_AGAIN_LATER, "server busy")
             return
         self.sessions.add(session)
-        self.sessions_total += 1
         self.observer.sessions_total.inc()
         try:
             await session.run()

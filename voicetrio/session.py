@@ -1,15 +1,21 @@
 """One client connection: a Trio nursery of reader, ASR stage, reply stage, writer.
 
-    transport --reader--> stage inbox --AsrStage--> utterances --reply stage--> Turn
-        ^                                                                        |
-        +------------------ writer <------------ Outbox <------------------------+
+    transport --reader--> stage inbox --AsrStage--> turn events --ReplyStage--> Turn
+        ^      (adapter.parse)                                                    |
+        +------- writer <------- Outbox <------- adapter.render <- domain events -+
 
-The reader validates every frame through the sans-IO ProtocolMachine and
-answers bad input itself; ``cancel`` is acted on at once (it does not wait
+The reader validates every frame through the connection's wire adapter
+(:mod:`voicetrio.wire`; the v1 protocol by default) and answers bad input
+itself; ``cancel`` goes at once to the owner of the turns (it does not wait
 behind audio), while ``start``, audio and ``stop`` go to the ASR stage in
-order. The writer is the only task that touches the transport. Each reply
-is a :class:`~voicetrio.reply.Turn` whose cancel scope the session holds, so
-cancel, barge-in and shutdown are each one ``scope.cancel()``.
+order. The stages talk downstream only: the ASR stage tells the reply stage
+what it heard on one channel, and both send what the client should see to
+this session as domain events (:mod:`voicetrio.events`), which the adapter
+renders into the outbox. The writer is the only task that touches the
+transport.
+
+A lean session is the same session composed without a reply stage: the
+stage after the ASR stage is :class:`~voicetrio.transcripts_only.TranscriptsOnly`.
 """
 
 from __future__ import annotations
@@ -17,28 +23,35 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Protocol
 
 import trio
 
-from voicetrio import protocol
 from voicetrio.asr_stage import AsrStage, StageInput
 from voicetrio.budget import AudioBudget
+from voicetrio.codes import CloseCode, ErrorCode
 from voicetrio.config import Config
 from voicetrio.engines.base import Engines
+from voicetrio.events import Error, Event, Info, Listening, Metrics, Mode, PartialTranscript
 from voicetrio.logs import log_event
-from voicetrio.memory import ConversationMemory
 from voicetrio.outbound import Frame, OutboundQueue, Outbox, OutItem, Pressure
 from voicetrio.prom import Observer
-from voicetrio.protocol import CloseCode, ErrorCode, JsonDict, ProtocolError
-from voicetrio.reply import Outcome, Turn, Utterance
+from voicetrio.protocol import Audio, Cancel, ProtocolError, Start
+from voicetrio.reply import ReplyStage
+from voicetrio.stage import OnSent, StageContext
+from voicetrio.transcripts_only import TranscriptsOnly
+from voicetrio.turn import Turn
+from voicetrio.turn_events import TurnEvent
+from voicetrio.v1_adapter import V1Adapter
+from voicetrio.wire import WireAdapter
 
 #: How long the last words to a client (an error, a close frame) may take
 #: before the connection is dropped without them.
 CLOSE_TIMEOUT_S = 2.0
 STAGE_INBOX_SIZE = 64
+#: Turn events waiting for the stage after the ASR stage, which reads its
+#: channel at all times (turns run beside it): a few are plenty.
+TURN_EVENTS_SIZE = 8
 
 
 class TransportClosed(Exception):
@@ -60,38 +73,26 @@ class Transport(Protocol):
         ...
 
 
-@dataclass(slots=True)
-class SessionContext:
-    """What the stages share: settings, engines, the outbox, the memory."""
+class Responder(Protocol):
+    """The stage after the ASR stage: the reply stage, or transcripts only."""
 
-    sid: str
-    config: Config
-    engines: Engines
-    outbox: Outbox
-    memory: ConversationMemory
-    send_hook: Callable[[OutItem], None]
-    observer: Observer = field(default_factory=Observer)
-    audio_format: protocol.AudioFormat = "wav"
-    stats: dict[str, int] = field(default_factory=dict)
+    @property
+    def turn(self) -> Turn | None:
+        """The reply being given (or the last one), None if there is none."""
+        ...
 
-    def send(
-        self,
-        event: JsonDict,
-        *,
-        binary: bytes | None = None,
-        droppable: bool = False,
-        turn: int | None = None,
-        on_sent: Callable[[float], None] | None = None,
-    ) -> None:
-        code = event.get("code")
-        if code is not None:
-            self.observer.event_code(str(code))
-        text = protocol.encode(event)
-        frames: tuple[Frame, ...] = (text,) if binary is None else (text, binary)
-        self.send_hook(OutItem(frames, droppable=droppable, turn=turn, on_sent=on_sent))
+    @property
+    def turns_started(self) -> int: ...
 
-    def send_rendered(self, render: Callable[[], JsonDict], *, turn: int | None = None) -> None:
-        self.send_hook(OutItem(lambda: (protocol.encode(render()),), turn=turn))
+    async def run(self, events: trio.MemoryReceiveChannel[TurnEvent]) -> None: ...
+
+    def cancel(self) -> None:
+        """The client's ``cancel``: acted on at once, answered to the client."""
+        ...
+
+    async def drain(self, deadline: float) -> None:
+        """Shutdown: start nothing new; what runs may finish until ``deadline``."""
+        ...
 
 
 class Session:
@@ -103,68 +104,56 @@ class Session:
         *,
         session_id: str | None = None,
         observer: Observer | None = None,
+        adapter: WireAdapter | None = None,
     ) -> None:
         self.sid = session_id or uuid.uuid4().hex[:12]
-        observer = observer or Observer()
+        self.observer = observer or Observer()
         self.transport = transport
         self.config = config
-        self.machine = protocol.ProtocolMachine(config.limits)
+        self.wire: WireAdapter = adapter or V1Adapter(config.limits)
         self.outbox = Outbox(
             OutboundQueue(
                 config.backpressure_threshold,
                 config.backpressure_hard_bytes,
-                on_drop=observer.dropped_partial,
+                on_drop=self.observer.dropped_partial,
             )
         )
-        self.ctx = SessionContext(
-            sid=self.sid,
-            config=config,
-            engines=engines,
-            outbox=self.outbox,
-            memory=ConversationMemory(config.memory_max_turns, config.memory_max_chars),
-            send_hook=self._put,
-            observer=observer,
-        )
+        self.ctx = StageContext(self.sid, config, engines, sink=self, observer=self.observer)
+        # The one place lean mode is decided: which stage follows the ASR stage.
+        self.mode: Mode = "lean" if config.lean else "full"
+        self.replies: Responder = TranscriptsOnly(self.ctx) if config.lean else ReplyStage(self.ctx)
         self._audio = AudioBudget(config.audio_burst_s, config.audio_rate_factor)
-        self.turn: Turn | None = None
-        self.turns_started = 0
+        self._sample_rate = 16000  # of the last accepted start: audio before one is refused
         self.closed = trio.Event()
         self.close_code: int | None = None
-        self.draining = False
         self._nursery: trio.Nursery | None = None
-        self._closing = False
         self._throttle_told = False
 
     @property
-    def lean(self) -> bool:
-        return self.config.lean
+    def turn(self) -> Turn | None:
+        """The reply being given now (or the last one); for observers, read-only."""
+        return self.replies.turn
 
     # -- lifecycle -----------------------------------------------------------
 
     async def run(self) -> None:
         """Serve the connection until the peer leaves, a fatal error, or shutdown."""
-        log_event(self.sid, "session_open", lean=self.lean)
+        log_event(self.sid, "session_open", lean=self.mode == "lean")
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 inbox_send, inbox_recv = trio.open_memory_channel[StageInput](STAGE_INBOX_SIZE)
-                utt_send: trio.MemorySendChannel[Utterance] | None = None
-                if not self.lean:
-                    utt_send, utt_recv = trio.open_memory_channel[Utterance](4)
-                    nursery.start_soon(self._reply_stage, utt_recv)
-                stage = AsrStage(
-                    self.ctx,
-                    utt_send,
-                    self._on_speech_start,
-                    self._start_held_turn if self.config.speculative_reply else None,
-                )
-                nursery.start_soon(stage.run, inbox_recv)
+                turns_send, turns_recv = trio.open_memory_channel[TurnEvent](TURN_EVENTS_SIZE)
+                nursery.start_soon(self.replies.run, turns_recv)
+                nursery.start_soon(AsrStage(self.ctx, turns_send).run, inbox_recv)
                 nursery.start_soon(self._writer)
                 nursery.start_soon(self._reader, inbox_send)
         except Exception as exc:  # a bug: this session ends, the server goes on
-            log_event(self.sid, "session_crash", level=logging.ERROR, exc_info=True, error=repr(exc))
+            log_event(
+                self.sid, "session_crash", level=logging.ERROR, exc_info=True, error=repr(exc)
+            )
             await self._last_words(
-                protocol.error(ErrorCode.INTERNAL, "internal server error; closing the session"),
+                Error(ErrorCode.INTERNAL, "internal server error; closing the session"),
                 CloseCode.INTERNAL_ERROR,
             )
         finally:
@@ -173,7 +162,7 @@ class Session:
                 self.sid,
                 "session_close",
                 code=self.close_code,
-                turns=self.turns_started,
+                turns=self.replies.turns_started,
                 dropped_partials=self.outbox.queue.dropped_partials,
             )
 
@@ -181,14 +170,8 @@ class Session:
         """Tell the client, let a turn in flight finish until ``deadline``, close 1001."""
         if self.closed.is_set():
             return
-        self.draining = True
-        self.ctx.send(protocol.info("server is shutting down", event="shutdown"))
-        turn = self.turn
-        if turn is not None and turn.active:
-            with trio.move_on_at(deadline):
-                await turn.finished.wait()
-            if turn.active:
-                turn.cancel()
+        self.emit(Info("shutdown", "server is shutting down"))
+        await self.replies.drain(deadline)
         self.close(CloseCode.GOING_AWAY, "server shutdown")
         with trio.move_on_at(max(deadline, trio.current_time()) + CLOSE_TIMEOUT_S):
             await self.closed.wait()
@@ -200,27 +183,33 @@ class Session:
             self.transport.abort()
             await self.closed.wait()
 
-    def fail(self, event: JsonDict, code: int) -> None:
+    def fail(self, error: Error, code: int) -> None:
         """A fatal error from outside the session (e.g. the model failed to load)."""
-        self.ctx.send(event)
-        self.close(code, str(event.get("code", "")))
+        self.emit(error)
+        self.close(code, str(error.code))
+
+    async def refuse(self, event: Error | Info, code: int, reason: str) -> None:
+        """Turn the connection away before the session runs: one event, then close."""
+        for frame in self.wire.render(event):
+            await self.transport.send(frame)
+        await self.transport.close(code, reason)
 
     def close(self, code: int, reason: str = "") -> None:
         """Close after everything already queued has been written."""
-        if self._closing:
+        if self.outbox.closed:
             return
-        self._closing = True
         self.close_code = code
         self.outbox.put(OutItem((), close_code=code, on_sent=None))
         self.outbox.close()
         log_event(self.sid, "closing", code=code, reason=reason)
 
-    async def _last_words(self, event: JsonDict, code: int) -> None:
+    async def _last_words(self, error: Error, code: int) -> None:
         self.close_code = code
         with trio.move_on_after(CLOSE_TIMEOUT_S) as scope:
             scope.shield = True
             try:
-                await self.transport.send(protocol.encode(event))
+                for frame in self.wire.render(error):
+                    await self.transport.send(frame)
                 await self.transport.close(code)
             except TransportClosed:
                 pass
@@ -229,7 +218,7 @@ class Session:
 
     def _drop_now(self, code: int, reason: str) -> None:
         """Close without waiting for the queue: the client is not reading it."""
-        self._closing = True
+        self.outbox.close()
         self.close_code = code
         log_event(self.sid, "dropped", level=logging.WARNING, code=code, reason=reason)
         assert self._nursery is not None
@@ -245,28 +234,41 @@ class Session:
             # The close frame waits behind data the client does not read.
             self.transport.abort()
 
-    # -- outbound ------------------------------------------------------------
+    # -- outbound: the stages' EventSink ---------------------------------------
+
+    def emit(self, event: Event, *, turn: int | None = None, on_sent: OnSent | None = None) -> None:
+        """Render ``event`` for the client and queue it, never blocking."""
+        if isinstance(event, Error | Info) and event.code is not None:
+            self.observer.event_code(str(event.code))
+        if self.outbox.closed:
+            return
+        if isinstance(event, Metrics):
+            # Rendered when written: t4 (the first audio written) may be
+            # marked by the write of an item queued before this one.
+            self._put(OutItem(lambda: self.wire.render(event), turn=turn, on_sent=on_sent))
+            return
+        frames = self.wire.render(event)
+        if not frames:
+            return  # this protocol does not show it
+        # Only the newest partial transcript matters to a client behind.
+        droppable = isinstance(event, PartialTranscript)
+        self._put(OutItem(frames, droppable=droppable, turn=turn, on_sent=on_sent))
+
+    def discard(self, turn: int) -> int:
+        return self.outbox.queue.purge_turn(turn)
 
     def _put(self, item: OutItem) -> None:
-        if self._closing:
-            return
         pressure = self.outbox.put(item)
         if pressure is Pressure.SOFT:
             log_event(self.sid, "backpressure", level=logging.WARNING, depth=len(self.outbox.queue))
-            self.outbox.put(
-                OutItem(
-                    (
-                        protocol.encode(
-                            protocol.info(
-                                "client is reading slowly; partial transcripts are being skipped",
-                                event="backpressure",
-                                code=str(ErrorCode.BACKPRESSURE),
-                                queued=len(self.outbox.queue),
-                            )
-                        ),
-                    )
-                )
+            notice = Info(
+                "backpressure",
+                "client is reading slowly; partial transcripts are being skipped",
+                code=ErrorCode.BACKPRESSURE,
+                details=(("queued", len(self.outbox.queue)),),
             )
+            # Straight into the queue: this notice never raises pressure itself.
+            self.outbox.put(OutItem(self.wire.render(notice)))
         elif pressure is Pressure.HARD:
             self._drop_now(CloseCode.POLICY_VIOLATION, "client too far behind")
 
@@ -295,7 +297,7 @@ class Session:
 
     async def _reader(self, inbox: trio.MemorySendChannel[StageInput]) -> None:
         async with inbox:
-            while not self._closing:
+            while not self.outbox.closed:
                 try:
                     data = await self.transport.receive()
                 except TransportClosed:
@@ -305,101 +307,42 @@ class Session:
                     return
                 now = trio.current_time()
                 try:
-                    message: protocol.ClientMessage = (
-                        self.machine.receive_text(data)
-                        if isinstance(data, str)
-                        else self.machine.receive_bytes(data)
-                    )
+                    message = self.wire.parse(data)
                 except ProtocolError as exc:
                     self._refuse(exc)
                     continue
-                if isinstance(message, protocol.Cancel):
-                    self._cancel()
+                if isinstance(message, Cancel):
+                    # A method of the turns' owner, called at once: a cancel
+                    # must not wait behind the audio queued for the ASR stage
+                    # (nor behind its turn events), and it goes downstream.
+                    self.replies.cancel()
                     continue
-                if isinstance(message, protocol.Start):
-                    self.ctx.audio_format = message.audio_format
-                    self.ctx.send(protocol.protocol_hello(self.sid, mode="lean" if self.lean else "full"))
-                elif isinstance(message, protocol.Audio):
+                if isinstance(message, Start):
+                    self._sample_rate = message.sample_rate
+                    self.emit(Listening(self.sid, self.mode))
+                elif isinstance(message, Audio):
                     await self._pace(message, now)
                 await inbox.send((message, now))
 
-    async def _pace(self, audio: protocol.Audio, now: float) -> None:
+    async def _pace(self, audio: Audio, now: float) -> None:
         # Faster than real time beyond a burst: stop reading until the budget
         # refills, so the client's own socket slows it down; tell it once.
-        rate = self.machine.sample_rate or 16000
-        wait_s = self._audio.spend(len(audio.pcm) / 2 / rate, now)
+        wait_s = self._audio.spend(len(audio.pcm) / 2 / self._sample_rate, now)
         if wait_s > 0:
             if not self._throttle_told:
                 self._throttle_told = True
                 log_event(self.sid, "audio_throttled", wait_s=round(wait_s, 3))
-                self.ctx.send(
-                    protocol.info(
+                self.emit(
+                    Info(
+                        "audio_throttled",
                         "audio is arriving faster than real time; reading it more slowly",
-                        event="audio_throttled",
-                        max_rate=self.config.audio_rate_factor,
+                        details=(("max_rate", self.config.audio_rate_factor),),
                     )
                 )
             await trio.sleep(wait_s)
 
     def _refuse(self, exc: ProtocolError) -> None:
         log_event(self.sid, "bad_input", level=logging.INFO, code=str(exc.code), reason=exc.reason)
-        self.ctx.send(exc.to_event())
+        self.emit(Error(exc.code, exc.message, reason=exc.reason))
         if exc.fatal:
             self.close(CloseCode.POLICY_VIOLATION, exc.reason)
-
-    # -- turns ---------------------------------------------------------------
-
-    def _cancel(self) -> None:
-        turn = self.turn
-        if turn is not None and turn.active:
-            dropped = turn.cancel()
-            log_event(self.sid, "cancel", turn=turn.id, dropped=dropped)
-            self.ctx.send(protocol.error(ErrorCode.CANCELLED, "reply cancelled by the client"))
-        else:
-            self.ctx.send(protocol.info("nothing to cancel", event="nothing_to_cancel"))
-
-    def _on_speech_start(self) -> None:
-        turn = self.turn
-        if not self.config.barge_in or turn is None:
-            return
-        if turn.speaking(trio.current_time()):
-            was_active = turn.active
-            dropped = turn.cancel(Outcome.CANCELLED) if was_active else 0
-            turn.playback_end = float("-inf")
-            log_event(self.sid, "barge_in", turn=turn.id, dropped=dropped, active=was_active)
-            self.ctx.send(protocol.info("user spoke over the reply; stopping it", event="barge_in"))
-
-    async def _start_held_turn(self, utterance: Utterance) -> Turn | None:
-        """A reply for a turn the user may not have finished: output held."""
-        if self._nursery is None or self.draining or self.lean:
-            return None
-        if self.turn is not None and self.turn.active:
-            return None  # never two replies at once
-        self.turns_started += 1
-        turn: Turn = await self._nursery.start(
-            Turn(self.turns_started, utterance, self.ctx, held=True).run
-        )
-        log_event(self.sid, "turn_held", turn=turn.id)
-        return turn
-
-    async def _reply_stage(self, utterances: trio.MemoryReceiveChannel[Utterance]) -> None:
-        assert self._nursery is not None
-        async with utterances:
-            async for utterance in utterances:
-                held = utterance.turn
-                if self.draining:
-                    if held is not None:
-                        held.cancel()
-                    continue
-                if held is not None and held.outcome is not Outcome.CANCELLED:
-                    # The end of the user's turn is confirmed: the held reply
-                    # goes out as if it had started now, under the final's id.
-                    held.utterance.transcript_id = utterance.transcript_id
-                    self.turn = turn = held
-                    turn.release()
-                    log_event(self.sid, "turn_released", turn=turn.id)
-                else:
-                    self.turns_started += 1
-                    turn = Turn(self.turns_started, utterance, self.ctx)
-                    self.turn = await self._nursery.start(turn.run)
-                await turn.finished.wait()

@@ -20,7 +20,6 @@ no worker outlives the supervisor, however that one ends.
 from __future__ import annotations
 
 import logging
-import math
 import signal
 import socket
 import subprocess
@@ -52,11 +51,6 @@ def bind_listener(host: str, port: int) -> socket.socket:
     sock.listen(LISTEN_BACKLOG)
     sock.set_inheritable(True)
     return sock
-
-
-def share_of(total: int, workers: int) -> int:
-    """One worker's admission limit: the machine's limit split evenly, rounded up."""
-    return max(1, math.ceil(total / workers))
 
 
 @dataclass

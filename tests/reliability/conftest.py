@@ -126,6 +126,8 @@ def log_watch() -> Iterator[LogWatch]:
 class ProbeAsr:
     """FakeAsr that reports when a final decode starts and can hang there."""
 
+    ready = True
+
     def __init__(self, *, hang_final: bool = False) -> None:
         self.inner = FakeAsr(delay_s=0)
         self.hang_final = hang_final
@@ -147,6 +149,8 @@ class ProbeAsr:
 class RtfAsr:
     """FakeAsr whose decodes take ``rtf`` times the audio they decode."""
 
+    ready = True
+
     def __init__(self, rtf: float) -> None:
         self.inner = FakeAsr(delay_s=0)
         self.rtf = rtf
@@ -161,6 +165,8 @@ class StallingLlm:
 
     ``stall`` can be switched off to heal it; ``opened``/``closed`` count
     streams, like FakeLlm's."""
+
+    ready = True
 
     def __init__(self, tokens: int = 2) -> None:
         self.tokens = tokens
@@ -189,6 +195,8 @@ class StallingLlm:
 
 class ProbeTts:
     """FakeTts that reports each synthesis and can hang on phrases that match."""
+
+    ready = True
 
     def __init__(self, *, hang_if: str | None = None, ms_per_char: int = 40) -> None:
         self.inner = FakeTts(delay_s=0, ms_per_char=ms_per_char)

@@ -41,7 +41,16 @@ from voicetrio.client import connect
 from voicetrio.engines.base import ChatMessage
 from voicetrio.engines.fake import FakeAsr, FakeLlm, FakeTts
 from voicetrio.engines.openai_llm import OpenAiLlm
+from voicetrio.reply import ReplyStage
 from voicetrio.server import Running
+from voicetrio.session import Session
+
+
+def remembered(session: Session) -> int:
+    """Turns in the session's conversation memory (its reply stage owns it)."""
+    replies = session.replies
+    assert isinstance(replies, ReplyStage)
+    return len(replies.memory)
 
 
 async def fault_then_recovery(
@@ -60,7 +69,7 @@ async def fault_then_recovery(
         await say(client, 900, 440.0, realtime=realtime)
         faulty = await read_until(client, *(until or ("metrics",)), **fields)
         assert faulty.closed is None, f"closed with {faulty.closed}"
-        assert len(session.ctx.memory) == memory_after_fault
+        assert remembered(session) == memory_after_fault
         healing = heal()
         if inspect.isawaitable(healing):
             await healing
@@ -69,7 +78,7 @@ async def fault_then_recovery(
         assert healed.closed is None
         assert "error" not in healed.types(), healed.events
         assert_full_turn(Turn([e for e in healed.events if e["type"] != "partial_transcript"]))
-        assert len(session.ctx.memory) == memory_after_fault + 1
+        assert remembered(session) == memory_after_fault + 1
     return faulty
 
 
@@ -237,6 +246,10 @@ class KillOnFirstDelta:
         self.inner = inner
         self.pid = pid
         self.armed = True
+
+    @property
+    def ready(self) -> bool:
+        return self.inner.ready
 
     @asynccontextmanager
     async def stream(self, messages: Sequence[ChatMessage]) -> AsyncIterator[AsyncIterator[str]]:

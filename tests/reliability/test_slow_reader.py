@@ -53,6 +53,8 @@ class BigTts:
     ``flowing`` is set once ``flowing_at`` of them have been made: by then a
     client that does not read has filled its socket's buffers."""
 
+    ready = True
+
     def __init__(self, flowing_at: int = 60) -> None:
         self.flowing_at = flowing_at
         self.bulky = FakeTts(delay_s=0.01, ms_per_char=15)

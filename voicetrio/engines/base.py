@@ -17,14 +17,16 @@ Error tree::
 
 from __future__ import annotations
 
-import io
-import wave
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, TypedDict
+from typing import Literal, Protocol
 
+# SpeechAudio and ChatMessage live in leaves that the session and the CLI use
+# without the engines; they are named here too because every engine speaks them.
+from voicetrio.audio import SpeechAudio
 from voicetrio.engines.scheduler import Scheduler, Slot
+from voicetrio.prompt import ChatMessage
 from voicetrio.protocol import ErrorCode
 
 #: The rate every engine sees: the session resamples client audio to it.
@@ -56,8 +58,19 @@ class ModelLoadError(EngineError):
 class VadEngine(Protocol):
     """Per-session voice activity detector (may keep state between frames)."""
 
+    @property
+    def hangover_ms(self) -> int:
+        """How long the detector keeps saying "speech" after the voice stops
+        (0 for none). The ASR stage takes it off its silence window, so that
+        the end of a turn comes the configured silence after the voice."""
+        ...
+
     def is_speech(self, frame: bytes) -> bool:
         """``frame`` is exactly VAD_FRAME_MS of 16 kHz 16-bit mono PCM."""
+        ...
+
+    def reset(self) -> None:
+        """Forget the state kept between frames (a new stream starts)."""
         ...
 
 
@@ -65,21 +78,27 @@ VadFactory = Callable[[], VadEngine]
 
 
 class AsrEngine(Protocol):
+    @property
+    def ready(self) -> bool:
+        """Whether the engine can serve now (its model is loaded); ``/health`` says it."""
+        ...
+
     async def transcribe(self, pcm: bytes, *, final: bool, slot: Slot | None = None) -> str:
         """Text of ``pcm`` (16 kHz 16-bit mono). ``final`` marks the last decode
         of an utterance, which may be slower and more careful. ``slot`` is the
         decode's place in the shared decoder's queue (default: a new one, in
         the urgent lane for a final, the tentative lane for a partial).
-        Raises AsrError."""
+        The upload routes call it too, with a whole file decoded to PCM, as
+        one final decode. Raises AsrError."""
         ...
 
 
-class ChatMessage(TypedDict):
-    role: Literal["system", "user", "assistant"]
-    content: str
-
-
 class LlmEngine(Protocol):
+    @property
+    def ready(self) -> bool:
+        """Whether the engine can serve now (its service answers); ``/health`` says it."""
+        ...
+
     def stream(
         self, messages: Sequence[ChatMessage]
     ) -> AbstractAsyncContextManager[AsyncIterator[str]]:
@@ -89,28 +108,12 @@ class LlmEngine(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class SpeechAudio:
-    """Mono 16-bit little-endian PCM and its rate."""
-
-    pcm: bytes
-    sample_rate: int
-
-    @property
-    def duration_s(self) -> float:
-        return len(self.pcm) / 2 / self.sample_rate
-
-    def wav(self) -> bytes:
-        buf = io.BytesIO()
-        with wave.open(buf, "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(self.sample_rate)
-            w.writeframes(self.pcm)
-        return buf.getvalue()
-
-
 class TtsEngine(Protocol):
+    @property
+    def ready(self) -> bool:
+        """Whether the engine can serve now (its speech thread runs); ``/health`` says it."""
+        ...
+
     async def synthesize(self, text: str) -> SpeechAudio:
         """Speech for one phrase. Raises TtsError."""
         ...
@@ -131,10 +134,7 @@ class Engines:
     replies: Scheduler = field(default_factory=lambda: Scheduler(64))
 
     def readiness(self) -> dict[str, bool]:
-        return {
-            stage: bool(getattr(engine, "ready", True))
-            for stage, engine in (("asr", self.asr), ("llm", self.llm), ("tts", self.tts))
-        }
+        return {"asr": self.asr.ready, "llm": self.llm.ready, "tts": self.tts.ready}
 
 
 EngineName = Literal["fake", "real"]

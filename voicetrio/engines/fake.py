@@ -72,6 +72,9 @@ def _check_delay(name: str, value: float) -> None:
 class EnergyVad:
     """Speech is any frame whose RMS reaches ``threshold``; keeps no state."""
 
+    #: Each frame is judged alone: no speech is carried past the voice.
+    hangover_ms = 0
+
     def __init__(self, threshold: int = 500) -> None:
         if threshold < 0:
             raise ValueError(f"threshold must be >= 0, got {threshold}")
@@ -79,6 +82,9 @@ class EnergyVad:
 
     def is_speech(self, frame: bytes) -> bool:
         return audio.rms(frame) >= self.threshold
+
+    def reset(self) -> None:
+        """Nothing to forget: no state is kept between frames."""
 
 
 class FakeAsr:
@@ -90,6 +96,9 @@ class FakeAsr:
     would with a good streaming recognizer. ``final`` changes nothing but the
     ``final_calls`` count.
     """
+
+    #: No model to load: ready from the start (the deterministic engines all are).
+    ready = True
 
     def __init__(
         self,
@@ -151,6 +160,8 @@ class FakeLlm:
     test can check that every stream opened was closed, cancelled or not.
     """
 
+    ready = True
+
     def __init__(
         self,
         *,
@@ -204,6 +215,8 @@ class FakeLlm:
 
 class FakeTts:
     """Speaks each phrase as a tone: length from the text, pitch from its characters."""
+
+    ready = True
 
     def __init__(
         self,

@@ -44,10 +44,10 @@ from voicetrio.engines.load_retry import LoadRetry
 from voicetrio.engines.probe import cpu_meter, probe_turn
 from voicetrio.engines.scheduler import Scheduler, Slot
 from voicetrio.logs import log_event
-from voicetrio.reply import SPOKEN_SYSTEM_PROMPT
+from voicetrio.prompt import system_prompt
 
 if TYPE_CHECKING:
-    from voicetrio.engines.whisper import Samples
+    from voicetrio.engines.embedded_llm import EmbeddedLlmServer
 
 #: Replies the embedded llama.cpp server decodes at once (its ``--parallel``).
 #: Measured on 2 cores (bench.llm_slots, 4 replies asked at once, 1 thread):
@@ -200,7 +200,7 @@ class EngineHost:
                     engines.asr.inner,
                     llm.inner if isinstance(llm, GatedLlm) else None,
                     tts,
-                    system_prompt=self.config.system_prompt or SPOKEN_SYSTEM_PROMPT,
+                    system_prompt=system_prompt(self.config.system_prompt),
                     cpu=meter,
                 )
         except EngineError as exc:
@@ -355,15 +355,6 @@ class GatedAsr:
             raise
         return await inner.transcribe(pcm, final=final, slot=slot)
 
-    async def transcribe_samples(
-        self, samples: Samples, *, final: bool, slot: Slot | None = None
-    ) -> str:
-        from voicetrio.engines.whisper import WhisperAsr
-
-        inner = await self._ready_inner()
-        assert isinstance(inner, WhisperAsr)
-        return await inner.transcribe_samples(samples, final=final, slot=slot)
-
 
 class GatedLlm:
     """The configured OpenAI-compatible service, or the embedded one started here."""
@@ -371,14 +362,14 @@ class GatedLlm:
     def __init__(self, host: EngineHost) -> None:
         self.host = host
         self.inner: LlmEngine | None = None
-        self.server: Any = None
+        #: The embedded llama.cpp server, when this process runs one.
+        self.server: EmbeddedLlmServer | None = None
 
     @property
     def ready(self) -> bool:
         if not self.host.ready or self.inner is None:
             return False
-        server_ready = self.server is None or bool(self.server.ready)
-        return server_ready and bool(getattr(self.inner, "ready", True))
+        return (self.server is None or self.server.ready) and self.inner.ready
 
     async def start(self, nursery: trio.Nursery) -> None:
         from voicetrio.engines.openai_llm import OpenAiLlm
@@ -414,7 +405,7 @@ class GatedLlm:
         # (allocations, the system prompt's first evaluation, which its prompt
         # cache then keeps): pay that before /health says ready, not in a turn.
         warm_up: list[ChatMessage] = [
-            {"role": "system", "content": config.system_prompt or SPOKEN_SYSTEM_PROMPT},
+            {"role": "system", "content": system_prompt(config.system_prompt)},
             {"role": "user", "content": "Hello."},
         ]
         try:
@@ -451,7 +442,7 @@ class GatedTts:
 
     @property
     def ready(self) -> bool:
-        return self.host.ready and self.inner is not None and bool(getattr(self.inner, "ready", True))
+        return self.host.ready and self.inner is not None and self.inner.ready
 
     async def start(self, nursery: trio.Nursery) -> None:
         config = self.host.config

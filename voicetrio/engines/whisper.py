@@ -12,15 +12,15 @@ and samples, so results stop being repeatable), no text carried between
 windows, no timestamps. Whisper invents text for silence and noise, so
 :func:`clean_text` filters what comes out (see its docstring).
 
-faster-whisper is imported only when a model is loaded or audio decoded: it
-pulls in CTranslate2, tokenizers and PyAV, which the deterministic engines
-and the protocol code never need.
+faster-whisper is imported only when a model is loaded (or, in
+:mod:`voicetrio.audio_files`, a file decoded): it pulls in CTranslate2,
+tokenizers and PyAV, which the deterministic engines and the protocol code
+never need.
 """
 
 from __future__ import annotations
 
 import functools
-import io
 import os
 import re
 import time
@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 import trio
 
+from voicetrio.audio_files import read_audio_file
 from voicetrio.config import usable_cores
 from voicetrio.engines.base import ENGINE_SAMPLE_RATE, AsrError, ModelLoadError
 from voicetrio.engines.models import ModelSpec
@@ -303,7 +304,7 @@ class WhisperAsr:
     async def transcribe_samples(
         self, samples: Samples, *, final: bool, slot: Slot | None = None
     ) -> str:
-        """Like :meth:`transcribe`, for float32 16 kHz samples (e.g. :func:`decode_upload`)."""
+        """Like :meth:`transcribe`, for float32 16 kHz samples in [-1, 1)."""
         if slot is None:
             slot = self.scheduler.slot(Lane.URGENT if final else Lane.TENTATIVE)
         if self._model is None or samples.size == 0:
@@ -325,35 +326,6 @@ class WhisperAsr:
         return text
 
 
-def decode_upload(data: bytes) -> Samples:
-    """Any audio file PyAV reads (WAV, FLAC, MP3, Ogg, ...) as 16 kHz mono float32.
-
-    Raises ValueError for empty input, data that is not audio, or a file with
-    no samples in it.
-    """
-    if not data:
-        raise ValueError("empty upload: no audio data")
-    return _decode_audio(io.BytesIO(data), "upload")
-
-
-def _decode_audio(source: str | io.BytesIO, label: str) -> Samples:
-    from faster_whisper import decode_audio
-
-    try:
-        samples = decode_audio(source, sampling_rate=ENGINE_SAMPLE_RATE)
-    except FileNotFoundError:
-        raise ValueError(f"{label}: no such file") from None
-    except Exception as exc:
-        # PyAV's errors (av.error.InvalidDataError and kin) are OSErrors whose
-        # str() carries an errno and a placeholder file name; strerror is the news.
-        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-        raise ValueError(f"{label}: not a readable audio file ({reason})") from None
-    array = np.asarray(samples, dtype=np.float32)
-    if array.size == 0:
-        raise ValueError(f"{label}: the file holds no audio samples")
-    return array
-
-
 def transcribe_file(
     path: str | os.PathLike[str],
     spec: ModelSpec,
@@ -367,7 +339,7 @@ def transcribe_file(
     Loads the model for this one call. Raises ValueError for an unreadable
     file, ModelLoadError for the model and AsrError for the decode.
     """
-    samples = _decode_audio(os.fspath(path), os.fspath(path))
+    samples = pcm_to_samples(read_audio_file(path, ENGINE_SAMPLE_RATE))
     model = load_model(spec, cpu_threads=cpu_threads)
     options: dict[str, Any] = {
         "language": "en" if _english_only(model) else language,
@@ -390,7 +362,6 @@ __all__ = [
     "SegmentLike",
     "WhisperAsr",
     "clean_text",
-    "decode_upload",
     "is_noise_segment",
     "load_model",
     "normalize",
