@@ -23,8 +23,8 @@ import trio
 
 from bench.common import Clip, clip, fmt_ms, median, server_process, trim
 from tests.speech import SENTENCES, say, wer
-from voicetrio.audio import silence
-from voicetrio.client import connect, stream_pcm
+from voicetrio.client.connection import connect, stream_pcm
+from voicetrio.core.audio import silence
 
 #: Sentences spoken with a pause inside them, shorter than the silence window.
 PAUSED = (
@@ -92,8 +92,8 @@ class Offline:
 
 
 async def offline(model: str, clips: list[Clip]) -> Offline:
+    from voicetrio.engines.asr.whisper import WhisperAsr
     from voicetrio.engines.models import resolve_model
-    from voicetrio.engines.whisper import WhisperAsr
 
     asr = WhisperAsr(resolve_model(model))
     await asr.load()

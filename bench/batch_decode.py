@@ -21,9 +21,9 @@ import numpy as np
 import numpy.typing as npt
 
 from tests.speech import SENTENCES, say
+from voicetrio.engines.asr.whisper import load_model, pcm_to_samples
+from voicetrio.engines.asr.whisper_short import silence_padded_features, window_frames
 from voicetrio.engines.models import resolve_model
-from voicetrio.engines.whisper import load_model, pcm_to_samples
-from voicetrio.engines.whisper_short import silence_padded_features, window_frames
 
 Features = npt.NDArray[np.float32]
 

@@ -63,7 +63,7 @@ from bench.load import cpu_seconds
 from bench.rawws import Closed, RawClient
 from bench.soak import server_pids
 from tests.speech import say
-from voicetrio.audio import silence
+from voicetrio.core.audio import silence
 
 #: Short everyday questions; talker i, turn j asks QUESTIONS[(i * 5 + j) % 16].
 QUESTIONS = (

@@ -16,7 +16,7 @@ from functools import partial
 import numpy as np
 import trio
 
-from voicetrio.audio import silence
+from voicetrio.core.audio import silence
 
 RATE = 16000
 

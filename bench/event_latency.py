@@ -20,9 +20,9 @@ from functools import partial
 import trio
 
 from tests.conftest import FAST_FAKE
-from voicetrio.audio import tone
-from voicetrio.client import VoiceClient, connect
-from voicetrio.server import Running, serve
+from voicetrio.client.connection import VoiceClient, connect
+from voicetrio.core.audio import tone
+from voicetrio.server.app import Running, serve
 
 RATE = 16000
 FRAME_BYTES = RATE * 2 // 10  # 100 ms

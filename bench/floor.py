@@ -26,7 +26,7 @@ from bench.common import server_process
 from bench.load import cpu_seconds
 from bench.rawws import RawClient
 from bench.soak import server_pids
-from voicetrio.audio import silence
+from voicetrio.core.audio import silence
 
 
 def bare_app() -> object:

@@ -23,9 +23,9 @@ from collections.abc import Sequence
 import trio
 
 from voicetrio.engines.base import ChatMessage
-from voicetrio.engines.embedded_llm import EmbeddedLlmServer
-from voicetrio.engines.openai_llm import OpenAiLlm
-from voicetrio.reply import SPOKEN_SYSTEM_PROMPT
+from voicetrio.engines.llm.embedded import EmbeddedLlmServer
+from voicetrio.engines.llm.openai_compat import OpenAiLlm
+from voicetrio.session.reply import SPOKEN_SYSTEM_PROMPT
 
 QUESTIONS = (
     "What is the capital of France?",

@@ -34,8 +34,8 @@ import trio
 from bench.common import clip, server_process, trim
 from bench.rawws import Closed, RawClient
 from bench.soak import rss_kib, server_pids
-from voicetrio.audio import silence, tone
-from voicetrio.client import ClientError, connect
+from voicetrio.client.connection import ClientError, connect
+from voicetrio.core.audio import silence, tone
 
 SPEECH_MS = 1200
 WINDOW_MS = 700

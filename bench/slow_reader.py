@@ -31,8 +31,8 @@ import httpx
 import trio
 
 from bench.common import server_process
-from voicetrio.audio import silence, tone
-from voicetrio.client import ClientClosed, ClientError, connect
+from voicetrio.client.connection import ClientClosed, ClientError, connect
+from voicetrio.core.audio import silence, tone
 
 FRAME_MS = 100
 FRAME = 32 * FRAME_MS

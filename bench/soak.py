@@ -19,8 +19,8 @@ from functools import partial
 import trio
 
 from bench.common import server_process
-from voicetrio.audio import silence, tone
-from voicetrio.client import ClientError, connect
+from voicetrio.client.connection import ClientError, connect
+from voicetrio.core.audio import silence, tone
 
 FRAME = 3200  # 100 ms at 16 kHz
 

@@ -23,8 +23,8 @@ import trio
 
 from bench.common import Clip, clip, server_process, trim
 from tests.speech import say
-from voicetrio.audio import silence
-from voicetrio.client import connect, stream_pcm
+from voicetrio.client.connection import connect, stream_pcm
+from voicetrio.core.audio import silence
 
 QUESTIONS = (
     "What is the capital of France?",

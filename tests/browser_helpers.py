@@ -24,7 +24,7 @@ import trio.from_thread
 import trio.lowlevel
 
 from voicetrio.config import Config
-from voicetrio.server import Running, serve
+from voicetrio.server.app import Running, serve
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -60,7 +60,7 @@ def require_browser() -> None:
 
 @dataclass
 class ServerThread:
-    """``voicetrio.server.serve`` on a Trio loop of its own, in a thread."""
+    """``voicetrio.server.app.serve`` on a Trio loop of its own, in a thread."""
 
     config: Config
     port: int = 0

@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 import trio
 
-from voicetrio.audio import silence, tone
 from voicetrio.config import Config
+from voicetrio.core.audio import silence, tone
+from voicetrio.core.inputs import Frame
 from voicetrio.engines.base import Engines
 from voicetrio.engines.fake import EnergyVad, FakeAsr, FakeLlm, FakeTts
-from voicetrio.outbound import Frame
-from voicetrio.session import Session, TransportClosed
+from voicetrio.session.connection import Session, TransportClosed
 
 RATE = 16000
 

@@ -19,8 +19,8 @@ import av
 import numpy as np
 import pytest
 
-from voicetrio.audio import read_wav
-from voicetrio.resample import resample
+from voicetrio.core.audio import read_wav
+from voicetrio.core.resample import resample
 
 #: Plain sentences of about 3-4 s each at 160 words per minute.
 SENTENCES: Final = (

@@ -11,10 +11,10 @@ import pytest
 import trio
 
 from tests.conftest import FAST_FAKE, quiet, speech
-from voicetrio.access import AccessPolicy
-from voicetrio.budget import AudioBudget
-from voicetrio.client import ClientClosed, connect
-from voicetrio.server import Running, serve
+from voicetrio.client.connection import ClientClosed, connect
+from voicetrio.core.budget import AudioBudget
+from voicetrio.server.access import AccessPolicy
+from voicetrio.server.app import Running, serve
 
 FAST = FAST_FAKE.replace(shutdown_grace_s=1)
 

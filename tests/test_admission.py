@@ -11,11 +11,11 @@ import trio
 import trio.testing
 
 from tests.conftest import FAST_FAKE, MemoryTransport
-from voicetrio.capacity import MAX_DECODE_WAIT_S, MAX_LLM_WAIT_S, TurnCost
-from voicetrio.client import ClientClosed, connect
-from voicetrio.server import Hub, Running, serve
-from voicetrio.session import Session
-from voicetrio.work_queue import Lane
+from voicetrio.client.connection import ClientClosed, connect
+from voicetrio.core.capacity import MAX_DECODE_WAIT_S, MAX_LLM_WAIT_S, TurnCost
+from voicetrio.core.work_queue import Lane
+from voicetrio.server.app import Hub, Running, serve
+from voicetrio.session.connection import Session
 
 
 def cost_for(hub: Hub, talkers: float) -> TurnCost:

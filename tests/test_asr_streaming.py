@@ -14,12 +14,12 @@ import pytest
 import trio
 
 from tests.speech import SENTENCES, encode_audio, say, wer
-from voicetrio.audio import silence, wav_bytes
-from voicetrio.client import ClientClosed, VoiceClient, connect, stream_pcm
+from voicetrio.client.connection import ClientClosed, VoiceClient, connect, stream_pcm
 from voicetrio.config import Config
+from voicetrio.core.audio import silence, wav_bytes
 from voicetrio.engines.base import ModelLoadError
 from voicetrio.engines.registry import EngineHost, EngineLoadFailed
-from voicetrio.server import Running, serve
+from voicetrio.server.app import Running, serve
 
 REAL = Config(port=0, engines="real", lean=True, shutdown_grace_s=1.0)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from voicetrio.audio import (
+from voicetrio.core.audio import (
     SpeechAudio,
     decode_wav,
     frames,

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from tests.speech import encode_audio
-from voicetrio.audio import rms, tone, wav_bytes
 from voicetrio.audio_files import decode_audio_file, read_audio_file
+from voicetrio.core.audio import rms, tone, wav_bytes
 
 
 def test_16_bit_audio_at_the_rate_asked_comes_back_sample_for_sample() -> None:

@@ -27,8 +27,8 @@ from tests.browser_helpers import (
     save_screenshot,
 )
 from tests.speech import SENTENCES, normalize, say
-from voicetrio.audio import silence, write_wav
 from voicetrio.config import Config
+from voicetrio.core.audio import silence, write_wav
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page

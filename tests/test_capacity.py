@@ -7,7 +7,7 @@ import os
 import pytest
 import trio
 
-from voicetrio.capacity import (
+from voicetrio.core.capacity import (
     MAX_DECODE_WAIT_S,
     MAX_LLM_WAIT_S,
     CapacityModel,

@@ -18,8 +18,8 @@ import httpx
 import trio
 
 from tests.conftest import RATE, quiet, speech
-from voicetrio.audio import write_wav
 from voicetrio.config import Config, share_of
+from voicetrio.core.audio import write_wav
 
 PYTHON = sys.executable
 

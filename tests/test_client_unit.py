@@ -30,8 +30,18 @@ from trio_websocket import (
     wrap_server_stream,
 )
 
-from voicetrio import protocol
-from voicetrio.client import (
+from voicetrio.client.cli import (
+    RunOptions,
+    TurnTracker,
+    WavError,
+    add_arguments,
+    converse,
+    format_event,
+    format_event_json,
+    load_wav,
+    main_async,
+)
+from voicetrio.client.connection import (
     ClientClosed,
     ConnectFailed,
     ReceivedEvent,
@@ -43,18 +53,8 @@ from voicetrio.client import (
     split_frames,
     stream_pcm,
 )
-from voicetrio.client_cli import (
-    RunOptions,
-    TurnTracker,
-    WavError,
-    add_arguments,
-    converse,
-    format_event,
-    format_event_json,
-    load_wav,
-    main_async,
-)
-from voicetrio.protocol import ErrorCode
+from voicetrio.wire import v1 as protocol
+from voicetrio.wire.v1 import ErrorCode
 
 Script = Callable[[WebSocketConnection], Awaitable[None]]
 

@@ -24,12 +24,12 @@ import trio
 import trio.lowlevel
 
 from voicetrio.engines.base import ChatMessage, LlmError, ModelLoadError
-from voicetrio.engines.embedded_llm import (
+from voicetrio.engines.llm.embedded import (
     SMOLLM2_MODEL_NAME,
     EmbeddedLlmServer,
     find_smollm2_gguf,
 )
-from voicetrio.engines.openai_llm import OpenAiLlm
+from voicetrio.engines.llm.openai_compat import OpenAiLlm
 
 POLL_S = 0.05
 
@@ -240,7 +240,7 @@ async def test_a_model_that_cannot_load_fails_start_with_the_worker_stderr(tmp_p
 
 _ORPHAN_PARENT = """
 import sys, trio
-from voicetrio.engines.embedded_llm import EmbeddedLlmServer
+from voicetrio.engines.llm.embedded import EmbeddedLlmServer
 
 async def main():
     server = EmbeddedLlmServer(startup_timeout_s=60)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from voicetrio.endpointing import (
+from voicetrio.core.endpointing import (
     EndpointConfig,
     Endpointer,
     EndpointEvent,

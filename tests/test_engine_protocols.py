@@ -6,15 +6,15 @@ from __future__ import annotations
 import trio
 
 from tests.conftest import FAST_FAKE
+from voicetrio.engines.asr.whisper import WhisperAsr
 from voicetrio.engines.base import AsrEngine, Engines, LlmEngine, TtsEngine, VadEngine
 from voicetrio.engines.fake import EnergyVad, FakeAsr, FakeLlm, FakeTts, fake_engines
-from voicetrio.engines.openai_llm import OpenAiLlm
-from voicetrio.engines.piper_tts import PiperTts
-from voicetrio.engines.pyttsx3_tts import Pyttsx3Tts
+from voicetrio.engines.llm.openai_compat import OpenAiLlm
 from voicetrio.engines.registry import GatedAsr, GatedLlm, GatedTts
 from voicetrio.engines.scheduler import Scheduler
-from voicetrio.engines.webrtc_vad import WebRtcVad
-from voicetrio.engines.whisper import WhisperAsr
+from voicetrio.engines.tts.espeak import Pyttsx3Tts
+from voicetrio.engines.tts.piper import PiperTts
+from voicetrio.engines.vad.webrtc import WebRtcVad
 
 # mypy checks each class against its Protocol here: a member the stages use
 # and an engine lacks is a type error, not an AttributeError in a session.
@@ -45,7 +45,7 @@ def test_readiness_is_what_each_engine_says() -> None:
 async def test_an_asr_engine_transcribes_pcm_as_the_upload_route_hands_it() -> None:
     # The upload route decodes a file to 16 kHz PCM and calls transcribe():
     # the deterministic engine serves it like any other.
-    from voicetrio.audio import tone
+    from voicetrio.core.audio import tone
 
     asr = FakeAsr(delay_s=0)
     with trio.fail_after(1):

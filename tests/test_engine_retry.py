@@ -31,7 +31,7 @@ from voicetrio.config import Config, ConfigError, from_env
 from voicetrio.engines.base import ModelLoadError
 from voicetrio.engines.load_retry import MAX_DELAY_S, LoadRetry
 from voicetrio.engines.registry import EngineHost, EngineLoadFailed
-from voicetrio.server import Running, serve
+from voicetrio.server.app import Running, serve
 
 # -- the policy ---------------------------------------------------------------
 

@@ -14,9 +14,9 @@ import trio.testing
 
 from tests.conftest import Harness, make_engines, open_session, quiet, speech
 from voicetrio.config import Config
+from voicetrio.core.work_queue import Lane
 from voicetrio.engines.fake import FakeAsr, FakeLlm
 from voicetrio.engines.scheduler import Scheduler
-from voicetrio.work_queue import Lane
 
 START = {"type": "start", "sample_rate": 16000}
 DECODE_S = 0.25

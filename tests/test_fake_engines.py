@@ -13,8 +13,8 @@ import pytest
 import trio
 import trio.testing
 
-from voicetrio.audio import frames, silence, tone
 from voicetrio.config import Config
+from voicetrio.core.audio import frames, silence, tone
 from voicetrio.engines.base import (
     AsrEngine,
     AsrError,

@@ -1,4 +1,4 @@
-"""voicetrio.front's own parts around Hypercorn: the app's ASGI lifespan and
+"""voicetrio.server.front's own parts around Hypercorn: the app's ASGI lifespan and
 the addresses it reports, over a real socket on port 0."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from hypercorn.config import Config as HyperConfig
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 from quart_trio import QuartTrio
 
-from voicetrio.front import Connections, LifespanError, serve_app
+from voicetrio.server.front import Connections, LifespanError, serve_app
 
 GUARD_S = 10
 

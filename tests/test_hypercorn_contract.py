@@ -1,9 +1,9 @@
-"""The Hypercorn internals voicetrio uses (voicetrio.hypercorn_internals) are
+"""The Hypercorn internals voicetrio uses (voicetrio.server.hypercorn_internals) are
 still there, in the shape we use them.
 
 When Hypercorn is upgraded, a failure here names the internal that changed,
-what voicetrio uses it for, and the version found: adapt voicetrio.front
-(or voicetrio.server) and the list before lifting the version pin. What
+what voicetrio uses it for, and the version found: adapt voicetrio.server.front
+(or voicetrio.server.app) and the list before lifting the version pin. What
 Hypercorn does with them (the shielded writes, the close inside the last
 send) is checked by behaviour: tests/test_keepalive.py and
 tests/reliability/test_slow_reader.py.
@@ -19,7 +19,11 @@ from typing import Any
 import pytest
 from hypercorn.config import Config as HyperConfig
 
-from voicetrio.hypercorn_internals import HYPERCORN_CONFIG_OPTIONS, HYPERCORN_INTERNALS, Internal
+from voicetrio.server.hypercorn_internals import (
+    HYPERCORN_CONFIG_OPTIONS,
+    HYPERCORN_INTERNALS,
+    Internal,
+)
 
 HYPERCORN = version("hypercorn")
 
@@ -27,7 +31,7 @@ HYPERCORN = version("hypercorn")
 def broken(internal: Internal, problem: str) -> str:
     return (
         f"Hypercorn {HYPERCORN}: {internal.path} {problem}. voicetrio relies on it: "
-        f"{internal.used_for}. See voicetrio/hypercorn_internals.py."
+        f"{internal.used_for}. See voicetrio/server/hypercorn_internals.py."
     )
 
 
@@ -99,13 +103,13 @@ def test_each_config_option_we_set_is_still_an_option(option: str) -> None:
     if not hasattr(HyperConfig(), option):
         pytest.fail(
             f"Hypercorn {HYPERCORN}: Config has no option {option!r} any more, which "
-            "voicetrio.server or voicetrio.front sets or reads. "
-            "See voicetrio/hypercorn_internals.py."
+            "voicetrio.server.app or voicetrio.server.front sets or reads. "
+            "See voicetrio/server/hypercorn_internals.py."
         )
 
 
 def test_the_list_is_the_whole_list() -> None:
-    """Outside voicetrio.hypercorn_internals, voicetrio imports from Hypercorn
+    """Outside voicetrio.server.hypercorn_internals, voicetrio imports from Hypercorn
     only its config, its ASGI types and (in server.py) what the list names."""
     import ast
     from pathlib import Path
@@ -132,6 +136,6 @@ def test_the_list_is_the_whole_list() -> None:
                     if a.name.startswith("hypercorn") and a.name not in allowed
                 ]
     assert not stray, (
-        "Hypercorn internals used outside voicetrio/hypercorn_internals.py's list "
+        "Hypercorn internals used outside voicetrio/server/hypercorn_internals.py's list "
         "(add them there, with what we rely on): " + ", ".join(stray)
     )

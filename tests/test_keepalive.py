@@ -35,8 +35,8 @@ from hypercorn.typing import (
 from quart_trio import QuartTrio
 
 from tests.conftest import FAST_FAKE
-from voicetrio.front import Connections, finish_request_first, serve_app
-from voicetrio.server import Running, serve
+from voicetrio.server.app import Running, serve
+from voicetrio.server.front import Connections, finish_request_first, serve_app
 
 #: The bound on every wait: an answer, or the close, comes well before.
 GUARD_S = 10

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from voicetrio.memory import ConversationMemory
+from voicetrio.core.memory import ConversationMemory
 
 
 def test_empty_memory_prompt() -> None:

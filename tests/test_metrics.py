@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from voicetrio.metrics import FIELD_NAMES, TurnMetrics, delta_ms
+from voicetrio.core.metrics import FIELD_NAMES, TurnMetrics, delta_ms
 
 
 def test_fresh_turn_has_only_t0() -> None:

@@ -21,9 +21,9 @@ import trio
 import trio.lowlevel
 import trio.testing
 
-from voicetrio.engines import openai_llm
 from voicetrio.engines.base import ChatMessage, LlmEngine, LlmError
-from voicetrio.engines.openai_llm import OpenAiLlm, scrub
+from voicetrio.engines.llm import openai_compat as openai_llm
+from voicetrio.engines.llm.openai_compat import OpenAiLlm, scrub
 
 KEY = "sk-proj-Zq4vW9xR2mT7bN5kL8pJ3hG6fD1sA0eC"
 MESSAGES: list[ChatMessage] = [

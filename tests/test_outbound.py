@@ -5,7 +5,7 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from voicetrio.outbound import OutboundQueue, Outbox, OutItem, Pressure
+from voicetrio.session.outbound import OutboundQueue, Outbox, OutItem, Pressure
 
 
 def item(text: str, *, droppable: bool = False, turn: int | None = None) -> OutItem:

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from voicetrio.phrases import PhraseAggregator
+from voicetrio.core.phrases import PhraseAggregator
 
 
 def test_sentences_split_at_terminator_and_whitespace() -> None:

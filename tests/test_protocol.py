@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from voicetrio import protocol
-from voicetrio.protocol import (
+from voicetrio.wire import v1 as protocol
+from voicetrio.wire.v1 import (
     Audio,
     Cancel,
     ClientState,

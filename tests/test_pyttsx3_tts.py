@@ -25,11 +25,11 @@ import pytest
 import trio
 import trio.testing
 
-from voicetrio import audio
-from voicetrio.engines import pyttsx3_tts
+from voicetrio.core import audio
 from voicetrio.engines.base import SpeechAudio, TtsError
-from voicetrio.engines.pyttsx3_tts import Pyttsx3Tts
-from voicetrio.engines.tts_worker import THREAD_NAME, TtsLoadError
+from voicetrio.engines.tts import espeak as pyttsx3_tts
+from voicetrio.engines.tts.espeak import Pyttsx3Tts
+from voicetrio.engines.tts.worker import THREAD_NAME, TtsLoadError
 
 pytest.importorskip("pyttsx3")
 if ctypes.util.find_library("espeak-ng") is None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from voicetrio.audio import tone
-from voicetrio.resample import Resampler, resample
+from voicetrio.core.audio import tone
+from voicetrio.core.resample import Resampler, resample
 
 
 def _samples(pcm: bytes) -> np.ndarray[tuple[int], np.dtype[np.int16]]:

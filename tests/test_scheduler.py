@@ -8,8 +8,8 @@ import pytest
 import trio
 import trio.testing
 
+from voicetrio.core.work_queue import Lane
 from voicetrio.engines.scheduler import Scheduler
-from voicetrio.work_queue import Lane
 
 
 async def test_finals_jump_the_partials_waiting_for_the_decoder() -> None:

@@ -18,8 +18,8 @@ import trio
 import trio.testing
 
 from tests.conftest import FAST_FAKE, quiet, speech
-from voicetrio.client import ClientClosed, VoiceClient, connect
-from voicetrio.server import Running, serve
+from voicetrio.client.connection import ClientClosed, VoiceClient, connect
+from voicetrio.server.app import Running, serve
 
 FAST = FAST_FAKE
 

@@ -17,11 +17,9 @@ import trio
 import trio.testing
 
 from tests.conftest import Harness, make_engines, open_session, quiet, speech
-from voicetrio.codes import ErrorCode
 from voicetrio.config import Config
-from voicetrio.engines.base import ChatMessage, Engines
-from voicetrio.engines.fake import FakeAsr, FakeLlm, FakeTts, default_reply
-from voicetrio.events import (
+from voicetrio.core.codes import ErrorCode
+from voicetrio.core.events import (
     NOTHING_TO_CANCEL,
     Error,
     Event,
@@ -31,12 +29,14 @@ from voicetrio.events import (
     ReplyEnded,
     ReplyStarted,
 )
-from voicetrio.metrics import TurnMetrics
+from voicetrio.core.metrics import TurnMetrics
+from voicetrio.core.turn_events import Final, Retracted, Tentative, TurnEvent
+from voicetrio.engines.base import ChatMessage, Engines
+from voicetrio.engines.fake import FakeAsr, FakeLlm, FakeTts, default_reply
 from voicetrio.prom import Observer
-from voicetrio.reply import ReplyStage
-from voicetrio.session import CLOSE_TIMEOUT_S
-from voicetrio.stage import OnSent, StageContext
-from voicetrio.turn_events import Final, Retracted, Tentative, TurnEvent
+from voicetrio.session.connection import CLOSE_TIMEOUT_S
+from voicetrio.session.reply import ReplyStage
+from voicetrio.session.stage import OnSent, StageContext
 
 START = {"type": "start", "sample_rate": 16000}
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from voicetrio.sse import (
+from voicetrio.engines.llm.sse import (
     ChatChunk,
     SseParser,
     StreamErrorEvent,

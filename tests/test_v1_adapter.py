@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from voicetrio.audio import SpeechAudio
-from voicetrio.codes import ErrorCode
-from voicetrio.events import (
+from voicetrio.core.audio import SpeechAudio
+from voicetrio.core.codes import ErrorCode
+from voicetrio.core.events import (
     NOTHING_TO_CANCEL,
     Error,
     Event,
@@ -26,9 +26,9 @@ from voicetrio.events import (
     ReplyTextDone,
     SpeechChunk,
 )
-from voicetrio.metrics import TurnMetrics
-from voicetrio.protocol import Audio, Cancel, Limits, ProtocolError, Start
-from voicetrio.v1_adapter import V1Adapter, render
+from voicetrio.core.metrics import TurnMetrics
+from voicetrio.wire.v1 import Audio, Cancel, Limits, ProtocolError, Start
+from voicetrio.wire.v1_adapter import V1Adapter, render
 
 AUDIO = SpeechAudio(b"\x01\x00\x02\x00", 22050)
 

@@ -14,10 +14,10 @@ import pytest
 import trio
 
 from tests.speech import say, wer
-from voicetrio.audio import rms, silence
-from voicetrio.client import ReceivedEvent, VoiceClient, connect, stream_pcm
+from voicetrio.client.connection import ReceivedEvent, VoiceClient, connect, stream_pcm
 from voicetrio.config import Config
-from voicetrio.server import Running, serve
+from voicetrio.core.audio import rms, silence
+from voicetrio.server.app import Running, serve
 
 QUESTION = "Can you tell me a short story about a cat?"
 

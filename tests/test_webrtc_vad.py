@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from tests.speech import SENTENCES, say
-from voicetrio.audio import frames, rms, silence
+from voicetrio.core.audio import frames, rms, silence
 from voicetrio.engines.base import ENGINE_SAMPLE_RATE, VAD_FRAME_MS, VadEngine
-from voicetrio.engines.webrtc_vad import FRAME_BYTES, WebRtcVad
+from voicetrio.engines.vad.webrtc import FRAME_BYTES, WebRtcVad
 
 
 def _frames(pcm: bytes) -> list[bytes]:

@@ -16,18 +16,18 @@ import trio
 import trio.testing
 
 from tests.speech import SENTENCES, encode_audio, say, wer
-from voicetrio.audio import silence, write_wav
 from voicetrio.audio_files import decode_audio_file
-from voicetrio.engines.base import AsrEngine, AsrError, ModelLoadError
-from voicetrio.engines.models import ModelSpec, resolve_model
-from voicetrio.engines.whisper import (
+from voicetrio.core.audio import silence, write_wav
+from voicetrio.core.resample import resample
+from voicetrio.core.work_queue import Lane
+from voicetrio.engines.asr.whisper import (
     WhisperAsr,
     clean_text,
     normalize,
     transcribe_file,
 )
-from voicetrio.resample import resample
-from voicetrio.work_queue import Lane
+from voicetrio.engines.base import AsrEngine, AsrError, ModelLoadError
+from voicetrio.engines.models import ModelSpec, resolve_model
 
 MAX_WER = 0.25
 
@@ -262,7 +262,7 @@ async def test_an_uploaded_file_transcribes(asr: WhisperAsr) -> None:
 
 
 def test_window_frames() -> None:
-    from voicetrio.engines.whisper_short import window_frames
+    from voicetrio.engines.asr.whisper_short import window_frames
 
     assert window_frames(0) == 1000  # the floor
     assert window_frames(850) == 1100  # 850 + 200 padding, rounded up to 100
@@ -271,8 +271,8 @@ def test_window_frames() -> None:
 
 
 def test_short_window_matches_the_full_window(asr: WhisperAsr) -> None:
-    from voicetrio.engines.whisper import clean_text, pcm_to_samples
-    from voicetrio.engines.whisper_short import decode_short
+    from voicetrio.engines.asr.whisper import clean_text, pcm_to_samples
+    from voicetrio.engines.asr.whisper_short import decode_short
 
     model = asr._model
     short_wers, full_wers = [], []
@@ -288,8 +288,8 @@ def test_short_window_matches_the_full_window(asr: WhisperAsr) -> None:
 
 
 def test_long_audio_takes_the_full_window(asr: WhisperAsr) -> None:
-    from voicetrio.engines.whisper import pcm_to_samples
-    from voicetrio.engines.whisper_short import decode_short
+    from voicetrio.engines.asr.whisper import pcm_to_samples
+    from voicetrio.engines.asr.whisper_short import decode_short
 
     samples = pcm_to_samples(silence(29_000))
     assert decode_short(asr._model, samples, language="en", beam_size=1) is None
@@ -305,8 +305,8 @@ async def test_short_phrases_do_not_loop(asr: WhisperAsr) -> None:
 def test_short_window_pads_with_silence_not_zero_features(asr: WhisperAsr) -> None:
     # Whisper was trained on audio padded with zero samples: after the speech
     # its encoder expects the log-mel floor, not faster-whisper's 0.0 padding.
-    from voicetrio.engines.whisper import pcm_to_samples
-    from voicetrio.engines.whisper_short import silence_padded_features, window_frames
+    from voicetrio.engines.asr.whisper import pcm_to_samples
+    from voicetrio.engines.asr.whisper_short import silence_padded_features, window_frames
 
     samples = pcm_to_samples(say(SENTENCES[2]))
     frames = samples.size // 160 + 1

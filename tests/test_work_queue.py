@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from voicetrio.work_queue import WAIT_EWMA_ALPHA, WAIT_FADE_S, Lane, WorkQueue
+from voicetrio.core.work_queue import WAIT_EWMA_ALPHA, WAIT_FADE_S, Lane, WorkQueue
 
 URGENT, TENTATIVE = Lane.URGENT, Lane.TENTATIVE
 

@@ -3,7 +3,7 @@
 Decoded by PyAV through faster-whisper's :func:`faster_whisper.decode_audio`
 (it resamples to the rate asked and mixes down to mono), and handed on as
 the server's one audio shape: mono 16-bit little-endian PCM (see
-:mod:`voicetrio.audio`). Blocking and CPU-bound: run it in a thread.
+:mod:`voicetrio.core.audio`). Blocking and CPU-bound: run it in a thread.
 
 Not part of an engine: the upload routes decode a file before any ASR
 engine sees it, so every engine (the deterministic one included) is given

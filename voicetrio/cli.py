@@ -13,7 +13,8 @@ from typing import Final
 
 import trio
 
-from voicetrio import __version__, client_cli
+from voicetrio import __version__
+from voicetrio.client import cli as client_cli
 from voicetrio.config import Config, ConfigError, from_env
 from voicetrio.logs import log_event, setup_logging
 
@@ -84,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if args.command == "transcribe":
         return transcribe_file(config, args.file)
-    from voicetrio.workers import bind_listener, listener_from_fd, supervise
+    from voicetrio.server.workers import bind_listener, listener_from_fd, supervise
 
     if args.listen_fd is not None:  # a worker: its supervisor holds the port
         setup_logging(config.log_level, worker=args.worker_index)
@@ -138,9 +139,9 @@ def _serve_argv(args: argparse.Namespace) -> list[str]:
 
 
 def transcribe_file(config: Config, path: str) -> int:
+    from voicetrio.engines.asr.whisper import transcribe_file as whisper_transcribe
     from voicetrio.engines.base import EngineError
     from voicetrio.engines.models import resolve_model
-    from voicetrio.engines.whisper import transcribe_file as whisper_transcribe
 
     try:
         spec = resolve_model(config.model_whisper, default_compute_type=config.asr_compute_type)
@@ -157,14 +158,14 @@ async def _serve_until_signal(
 ) -> None:
     """Serve on ``listener`` until SIGINT or SIGTERM (or, for a worker, until
     its supervisor is gone), then shut down gracefully."""
-    from voicetrio.server import serve
+    from voicetrio.server.app import serve
 
     stop = trio.Event()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as watchers:
             watchers.start_soon(_stop_on_signal, signals, stop)
             if worker_index is not None:
-                from voicetrio.workers import exit_when_orphaned
+                from voicetrio.server.workers import exit_when_orphaned
 
                 watchers.start_soon(exit_when_orphaned, stop)
             async with trio.open_nursery() as nursery:

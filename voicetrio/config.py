@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from voicetrio.protocol import Limits
+from voicetrio.core.inputs import Limits
 
 EngineSet = Literal["fake", "real"]
 
@@ -35,7 +35,7 @@ class Config:
     engines: EngineSet = "real"
     lean: bool = False
     shutdown_grace_s: float = 5.0
-    workers: int = 1  # server processes on the one port, see voicetrio.workers
+    workers: int = 1  # server processes on the one port, see voicetrio.server.workers
     # An engine that fails to load is tried this many times in all, the
     # pauses doubling from the backoff; then the process exits (code 3).
     engine_load_attempts: int = 3
@@ -44,7 +44,7 @@ class Config:
     # admission and access
     max_sessions: int = 0  # 0: sized for the machine, see effective_max_sessions
     busy_retry_after_s: float = 5.0
-    # capacity: see voicetrio.capacity. Calibrated on bench.capacity: with one
+    # capacity: see voicetrio.core.capacity. Calibrated on bench.capacity: with one
     # thread per decode, 2 cores held the latency targets up to 7 talkers, and
     # 0.6 makes the probe's estimate 6-7 there.
     target_utilization: float = 0.6

@@ -24,13 +24,13 @@ import pytest
 import trio
 
 from tests.conftest import FAST_FAKE, quiet, speech
-from voicetrio.client import ClientClosed, VoiceClient, stream_pcm
+from voicetrio.client.connection import ClientClosed, VoiceClient, stream_pcm
 from voicetrio.config import Config
 from voicetrio.engines.base import ChatMessage, Engines, SpeechAudio
 from voicetrio.engines.fake import EnergyVad, FakeAsr, FakeLlm, FakeTts
 from voicetrio.engines.registry import EngineHost
 from voicetrio.engines.scheduler import Slot
-from voicetrio.server import Running, serve
+from voicetrio.server.app import Running, serve
 
 #: Zero engine delays: for tests where timing is irrelevant.
 FAST = FAST_FAKE

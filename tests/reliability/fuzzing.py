@@ -9,7 +9,7 @@ more utterance and wait for its whole turn (the same session still works).
 The runner sends them over a real socket while a reader task validates every
 event the server sends.
 
-The oracle is the sans-IO :class:`~voicetrio.protocol.ProtocolMachine` fed the
+The oracle is the sans-IO :class:`~voicetrio.wire.v1.ProtocolMachine` fed the
 same frames on the client side: it predicts, frame by frame, which ones the
 server refuses and with which code and reason, which ``start``s it accepts
 (each answered by a ``protocol`` hello) and which ``cancel``s (each answered by
@@ -53,14 +53,14 @@ from tests.reliability.conftest import (
     sessions_gone,
     task_count,
 )
-from voicetrio import protocol
-from voicetrio.client import ClientClosed, VoiceClient, connect
+from voicetrio.client.connection import ClientClosed, VoiceClient, connect
 from voicetrio.config import Config
 from voicetrio.engines.base import Engines
 from voicetrio.engines.fake import words_for
 from voicetrio.engines.registry import EngineHost
-from voicetrio.protocol import ErrorCode, ProtocolError
-from voicetrio.server import Running, serve
+from voicetrio.server.app import Running, serve
+from voicetrio.wire import v1 as protocol
+from voicetrio.wire.v1 import ErrorCode, ProtocolError
 
 T = TypeVar("T")
 

@@ -45,10 +45,10 @@ from tests.reliability.conftest import (
     start_server,
     task_count,
 )
-from voicetrio.client import VoiceClient, connect
+from voicetrio.client.connection import VoiceClient, connect
 from voicetrio.engines.fake import FakeAsr, FakeLlm, FakeTts
 from voicetrio.engines.registry import EngineHost
-from voicetrio.server import Running, serve
+from voicetrio.server.app import Running, serve
 
 Leave = Literal["close", "abort", "reset"]
 LEAVES: tuple[Leave, ...] = ("close", "abort", "reset")

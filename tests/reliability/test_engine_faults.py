@@ -37,13 +37,13 @@ from tests.reliability.conftest import (
     say,
     start_server,
 )
-from voicetrio.client import connect
+from voicetrio.client.connection import connect
 from voicetrio.engines.base import ChatMessage
 from voicetrio.engines.fake import FakeAsr, FakeLlm, FakeTts
-from voicetrio.engines.openai_llm import OpenAiLlm
-from voicetrio.reply import ReplyStage
-from voicetrio.server import Running
-from voicetrio.session import Session
+from voicetrio.engines.llm.openai_compat import OpenAiLlm
+from voicetrio.server.app import Running
+from voicetrio.session.connection import Session
+from voicetrio.session.reply import ReplyStage
 
 
 def remembered(session: Session) -> int:
@@ -267,7 +267,7 @@ class KillOnFirstDelta:
 
 
 async def test_embedded_llm_killed_mid_reply(nursery: trio.Nursery) -> None:
-    from voicetrio.engines.embedded_llm import SMOLLM2_MODEL_NAME, EmbeddedLlmServer
+    from voicetrio.engines.llm.embedded import SMOLLM2_MODEL_NAME, EmbeddedLlmServer
 
     embedded = EmbeddedLlmServer(startup_timeout_s=60)
     with trio.fail_after(90):

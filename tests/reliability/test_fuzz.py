@@ -30,7 +30,7 @@ from tests.reliability.fuzzing import (
     run_scenario,
     scenarios,
 )
-from voicetrio.client import connect
+from voicetrio.client.connection import connect
 
 CI_EXAMPLES = 80
 

@@ -24,8 +24,8 @@ import trio.testing
 
 from tests.reliability.conftest import FAST, read_until, say, task_count
 from tests.test_cli import read_port
-from voicetrio.client import ClientClosed, connect
-from voicetrio.server import Running, serve
+from voicetrio.client.connection import ClientClosed, connect
+from voicetrio.server.app import Running, serve
 
 SESSIONS = 100
 TALKING = 10

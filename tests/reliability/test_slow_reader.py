@@ -34,11 +34,11 @@ from tests.reliability.conftest import (
     sessions_gone,
     start_server,
 )
-from voicetrio.client import VoiceClient, connect
+from voicetrio.client.connection import VoiceClient, connect
 from voicetrio.engines.base import Engines, SpeechAudio
 from voicetrio.engines.fake import FakeLlm, FakeTts, default_reply
 from voicetrio.engines.registry import EngineHost
-from voicetrio.server import Running, serve
+from voicetrio.server.app import Running, serve
 
 MARK = "zebra"
 #: About 200 phrases of 40-odd characters.

@@ -24,10 +24,10 @@ from typing import Literal, Protocol
 
 # SpeechAudio and ChatMessage live in leaves that the session and the CLI use
 # without the engines; they are named here too because every engine speaks them.
-from voicetrio.audio import SpeechAudio
+from voicetrio.core.audio import SpeechAudio
+from voicetrio.core.codes import ErrorCode
+from voicetrio.core.prompt import ChatMessage
 from voicetrio.engines.scheduler import Scheduler, Slot
-from voicetrio.prompt import ChatMessage
-from voicetrio.protocol import ErrorCode
 
 #: The rate every engine sees: the session resamples client audio to it.
 ENGINE_SAMPLE_RATE = 16000

@@ -23,8 +23,9 @@ from typing import Final, Literal
 import numpy as np
 import trio
 
-from voicetrio import audio
 from voicetrio.config import Config
+from voicetrio.core import audio
+from voicetrio.core.work_queue import Lane
 from voicetrio.engines.base import (
     ENGINE_SAMPLE_RATE,
     AsrError,
@@ -35,7 +36,6 @@ from voicetrio.engines.base import (
     TtsError,
 )
 from voicetrio.engines.scheduler import Scheduler, Slot
-from voicetrio.work_queue import Lane
 
 FakeLlmMode = Literal["normal", "hang", "fail"]
 

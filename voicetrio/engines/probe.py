@@ -6,7 +6,7 @@ is ready: the TTS speaks a question (two, one after the other), the ASR decodes 
 and the TTS speaks the answer phrase by phrase. The CPU it took, in this
 process and in the engines' own processes (the embedded LLM), and the
 seconds of speech it made, are what a talker's turn costs;
-:mod:`voicetrio.capacity` turns that into talkers.
+:mod:`voicetrio.core.capacity` turns that into talkers.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from typing import Final
 
 import trio
 
-from voicetrio.capacity import TurnCost
+from voicetrio.core.capacity import TurnCost
+from voicetrio.core.phrases import PhraseAggregator
+from voicetrio.core.resample import resample
 from voicetrio.engines.base import ENGINE_SAMPLE_RATE, AsrEngine, ChatMessage, LlmEngine, TtsEngine
-from voicetrio.phrases import PhraseAggregator
-from voicetrio.resample import resample
 
 #: Two questions: answers vary in length, and two of them vary less.
 PROBE_QUESTIONS: Final = (

@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
-from voicetrio.capacity import TurnCost
 from voicetrio.config import Config
+from voicetrio.core.capacity import TurnCost
+from voicetrio.core.prompt import system_prompt
 from voicetrio.engines.base import (
     AsrEngine,
     ChatMessage,
@@ -44,10 +45,9 @@ from voicetrio.engines.load_retry import LoadRetry
 from voicetrio.engines.probe import cpu_meter, probe_turn
 from voicetrio.engines.scheduler import Scheduler, Slot
 from voicetrio.logs import log_event
-from voicetrio.prompt import system_prompt
 
 if TYPE_CHECKING:
-    from voicetrio.engines.embedded_llm import EmbeddedLlmServer
+    from voicetrio.engines.llm.embedded import EmbeddedLlmServer
 
 #: Replies the embedded llama.cpp server decodes at once (its ``--parallel``).
 #: Measured on 2 cores (bench.llm_slots, 4 replies asked at once, 1 thread):
@@ -132,7 +132,7 @@ class EngineHost:
 
         if config.engines == "fake":
             return fake_engines(config, self.decoder)
-        from voicetrio.engines.webrtc_vad import WebRtcVad
+        from voicetrio.engines.vad.webrtc import WebRtcVad
 
         fake = fake_engines(config, self.decoder)
         slots = reply_slots(config)
@@ -324,8 +324,8 @@ class GatedAsr:
         return self.host.ready
 
     async def load(self) -> None:
+        from voicetrio.engines.asr.whisper import WhisperAsr
         from voicetrio.engines.models import resolve_model
-        from voicetrio.engines.whisper import WhisperAsr
 
         config = self.host.config
         # Resolving may join a model from parts once (145 MB): off the loop.
@@ -372,7 +372,7 @@ class GatedLlm:
         return (self.server is None or self.server.ready) and self.inner.ready
 
     async def start(self, nursery: trio.Nursery) -> None:
-        from voicetrio.engines.openai_llm import OpenAiLlm
+        from voicetrio.engines.llm.openai_compat import OpenAiLlm
 
         config = self.host.config
         if config.openai_base_url:
@@ -385,7 +385,7 @@ class GatedLlm:
             )
             log_event(None, "llm_service", base_url=config.openai_base_url, model=config.openai_model)
             return
-        from voicetrio.engines.embedded_llm import SMOLLM2_MODEL_NAME, EmbeddedLlmServer
+        from voicetrio.engines.llm.embedded import SMOLLM2_MODEL_NAME, EmbeddedLlmServer
 
         server = EmbeddedLlmServer(
             ctx_size=config.llm_ctx_size,
@@ -448,11 +448,11 @@ class GatedTts:
         config = self.host.config
         engine: Any
         if config.tts_engine == "piper":
-            from voicetrio.engines.piper_tts import PiperTts
+            from voicetrio.engines.tts.piper import PiperTts
 
             engine = PiperTts(volume=config.tts_volume)
         else:
-            from voicetrio.engines.pyttsx3_tts import Pyttsx3Tts
+            from voicetrio.engines.tts.espeak import Pyttsx3Tts
 
             engine = Pyttsx3Tts(
                 voice=config.tts_voice or None,

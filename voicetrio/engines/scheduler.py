@@ -1,7 +1,7 @@
 """The scheduler of a shared engine: one per engine per server, between every
 session and the engine's slots.
 
-A Trio shell around the sans-IO :class:`~voicetrio.work_queue.WorkQueue`.
+A Trio shell around the sans-IO :class:`~voicetrio.core.work_queue.WorkQueue`.
 Each piece of work asks for a :class:`Slot` in its lane (urgent before
 tentative, oldest first). A decode hands its slot to
 ``trio.to_thread.run_sync`` as the ``limiter`` (:meth:`Slot.as_limiter`):
@@ -23,7 +23,7 @@ from typing import cast
 
 import trio
 
-from voicetrio.work_queue import Lane, Ticket, WorkQueue
+from voicetrio.core.work_queue import Lane, Ticket, WorkQueue
 
 
 class Scheduler:

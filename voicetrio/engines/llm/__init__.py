@@ -1,0 +1,1 @@
+"""Language models: the embedded llama.cpp worker and any OpenAI-compatible server."""

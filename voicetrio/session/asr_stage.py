@@ -1,0 +1,392 @@
+"""The ASR stage: client audio in, transcripts and turn events out.
+
+It cuts the stream into 30 ms frames, asks the session's VAD about each, and
+feeds the sans-IO :class:`~voicetrio.core.endpointing.Endpointer`, whose events it
+turns into work: a partial decode (at most one in flight, never queued) and
+a final decode of the whole utterance. Decodes run as tasks of the stage's
+own nursery so the frame loop never waits for a model; finals are handed
+out in order by one finalizer.
+
+What the client should see (partial and final transcripts, notices) goes to
+the session's sink as domain events; what the stage after it should know
+goes on its one out channel as turn events (:mod:`voicetrio.core.turn_events`):
+speech started, the tentative final, its retraction, the final. The stage
+never touches a turn.
+
+The final is decoded *speculatively*: when silence begins, the utterance so
+far is decoded at once, while the silence window runs, and its text is
+announced as ``Tentative``. If speech resumes the decode is dropped (its
+cancel scope) and ``Retracted`` follows; if the window closes, its result
+is the final, ready (or nearly) the moment the turn ends. Audio at any rate
+from 8 to 48 kHz is resampled to 16 kHz first.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+
+import trio
+
+from voicetrio.core import endpointing as ep
+from voicetrio.core import inputs
+from voicetrio.core.codes import ErrorCode
+from voicetrio.core.events import Error, FinalTranscript, Info, PartialTranscript
+from voicetrio.core.metrics import TurnMetrics
+from voicetrio.core.resample import Resampler
+from voicetrio.core.turn_events import Final, Retracted, SpeechStarted, Tentative, TurnEvent
+from voicetrio.core.work_queue import Lane
+from voicetrio.engines.base import ENGINE_SAMPLE_RATE, VAD_FRAME_MS, EngineError, Engines
+from voicetrio.logs import log_event
+from voicetrio.session.stage import StageContext
+
+FRAME_BYTES = ENGINE_SAMPLE_RATE * VAD_FRAME_MS // 1000 * 2
+#: Audio kept after the last speech frame for a final decoded at the end of
+#: the turn (stop, max duration): word endings trail below the VAD's threshold.
+TAIL_MS = 300
+#: Real-time factor above which decoding cannot keep up; two in a row and the
+#: client is told, once, that a smaller model would serve it better.
+SLOW_RTF = 1.5
+
+StageInput = tuple[inputs.Start | inputs.Stop | inputs.Audio, float]
+
+
+@dataclass(slots=True)
+class _Frame:
+    start_ms: int
+    pcm: bytes
+    arrived: float
+
+
+class _Decode:
+    """One final decode of an utterance, begun in its silence window
+    (speculatively) or at its end, and awaited by the finalizer. Dropping
+    it is cancelling its scope: a dropped decode announces nothing."""
+
+    def __init__(self, utterance: int, pcm: bytes, metrics: TurnMetrics) -> None:
+        self.utterance = utterance
+        self.pcm = pcm
+        self.metrics = metrics
+        #: When the speech ended (it is made at silence start or at the
+        #: utterance's end): the decoder serves the oldest first.
+        self.since = trio.current_time()
+        #: Set once the decode is over and its text, if any, announced.
+        self.done = trio.Event()
+        self.scope = trio.CancelScope()
+        self.text: str | None = None
+        self.error: EngineError | None = None
+        self.elapsed_s = 0.0
+
+    async def run(
+        self, engines: Engines, announce: Callable[[str], Awaitable[None]] | None = None
+    ) -> None:
+        started = trio.current_time()
+        try:
+            with self.scope:
+                try:
+                    slot = engines.decoder.slot(Lane.URGENT, self.since)
+                    text = await engines.asr.transcribe(self.pcm, final=True, slot=slot)
+                    self.text = text.strip()
+                except EngineError as exc:
+                    self.error = exc
+                finally:
+                    self.elapsed_s = trio.current_time() - started
+                if self.text and announce is not None:
+                    # Inside the scope: a decode dropped before its text is
+                    # out announces nothing, so a Retracted never comes
+                    # before the Tentative it retracts.
+                    await announce(self.text)
+        finally:
+            self.done.set()
+
+    def drop(self) -> None:
+        self.scope.cancel()
+
+
+@dataclass(eq=False, slots=True)
+class _Utterance:
+    """The utterance being spoken: its audio, its figures and the work on it."""
+
+    number: int
+    start_ms: int
+    pcm: bytearray
+    metrics: TurnMetrics
+    last_partial: str = ""
+    #: The scope of the partial decode in flight (at most one).
+    partial: trio.CancelScope | None = None
+    #: The final, decoded early while the silence window runs.
+    speculative: _Decode | None = None
+
+
+@dataclass(slots=True)
+class _PendingFinal:
+    decode: _Decode
+    started: bool
+    reason: str
+
+
+class AsrStage:
+    def __init__(self, ctx: StageContext, out: trio.MemorySendChannel[TurnEvent]) -> None:
+        self.ctx = ctx
+        self.out = out
+        config = ctx.config
+        self.vad = ctx.engines.vad()
+        # A VAD hangover already counts as silence-in-waiting: take it off the
+        # window so the final comes vad_silence_ms after the speech really ends.
+        hangover = self.vad.hangover_ms
+        self.endpoint_config = ep.EndpointConfig(
+            frame_ms=VAD_FRAME_MS,
+            silence_ms=max(VAD_FRAME_MS, config.vad_silence_ms - hangover),
+            partial_interval_ms=config.partial_interval_ms,
+            first_partial_ms=config.first_partial_ms,
+            max_utterance_ms=config.max_utterance_ms,
+        )
+        self._resampler = Resampler(ENGINE_SAMPLE_RATE)
+        self._utterances = 0
+        self._finals_done = 0
+        self._slow_decodes = 0
+        self._slow_told = False
+        self._reset_stream()
+
+    def _reset_stream(self) -> None:
+        self.endpointer = ep.Endpointer(self.endpoint_config)
+        self.vad.reset()
+        self._carry = bytearray()
+        ring_frames = (
+            self.endpoint_config.preroll_ms + self.endpoint_config.min_speech_ms
+        ) // VAD_FRAME_MS + 2
+        self._ring: deque[_Frame] = deque(maxlen=ring_frames)
+        self._open: _Utterance | None = None
+
+    async def run(self, inbox: trio.MemoryReceiveChannel[StageInput]) -> None:
+        # Closing the out channel (at the end, whatever ends it) ends the
+        # stage after this one.
+        async with self.out:
+            finals_send, finals_recv = trio.open_memory_channel[_PendingFinal](8)
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._finalizer, finals_recv)
+                async with inbox, finals_send:
+                    async for message, arrived in inbox:
+                        if isinstance(message, inputs.Audio):
+                            pcm = self._resampler.process(message.pcm)
+                            await self._audio(pcm, arrived, finals_send)
+                        elif isinstance(message, inputs.Start):
+                            self._resampler = Resampler(message.sample_rate, ENGINE_SAMPLE_RATE)
+                            self._reset_stream()
+                        else:
+                            await self._audio(self._resampler.flush(), arrived, finals_send)
+                            events = self.endpointer.stop()
+                            if not events:
+                                self._notice("no_speech", "stop: no speech to finalize")
+                            await self._handle(events, finals_send)
+                            self._reset_stream()
+                # No more audio: a partial of an utterance that will not end is moot.
+                if self._open is not None and self._open.partial is not None:
+                    self._open.partial.cancel()
+
+    async def _audio(
+        self, pcm: bytes, arrived: float, finals: trio.MemorySendChannel[_PendingFinal]
+    ) -> None:
+        self._carry += pcm
+        while len(self._carry) >= FRAME_BYTES:
+            frame = bytes(self._carry[:FRAME_BYTES])
+            del self._carry[:FRAME_BYTES]
+            start_ms = self.endpointer.now_ms
+            self._ring.append(_Frame(start_ms, frame, arrived))
+            if self._open is not None:
+                self._open.pcm += frame
+            events = self.endpointer.push(self.vad.is_speech(frame))
+            if events:
+                await self._handle(events, finals)
+
+    async def _handle(
+        self, events: list[ep.EndpointEvent], finals: trio.MemorySendChannel[_PendingFinal]
+    ) -> None:
+        for event in events:
+            if isinstance(event, ep.SpeechStarted):
+                await self._open_utterance(event)
+            elif isinstance(event, ep.PartialDue):
+                self._start_partial()
+            elif isinstance(event, ep.SilenceStarted):
+                self._start_speculative()
+            elif isinstance(event, ep.SpeechResumed):
+                await self._retract()
+            elif isinstance(event, ep.UtteranceEnded):
+                await self._close_utterance(event, finals)
+
+    async def _open_utterance(self, event: ep.SpeechStarted) -> None:
+        self._utterances += 1
+        frames = [f for f in self._ring if f.start_ms >= event.start_ms]
+        onset_ms = event.at_ms - self._debounce_ms()
+        onset = next((f for f in frames if f.start_ms >= onset_ms), frames[-1])
+        utterance = _Utterance(
+            self._utterances,
+            event.start_ms,
+            bytearray(b"".join(f.pcm for f in frames)),
+            TurnMetrics(onset.arrived),
+        )
+        self._open = utterance
+        log_event(self.ctx.sid, "speech_start", at_ms=event.at_ms)
+        await self.out.send(SpeechStarted(utterance.number, trio.current_time()))
+
+    def _debounce_ms(self) -> int:
+        frames = -(-self.endpoint_config.min_speech_ms // VAD_FRAME_MS)
+        return frames * VAD_FRAME_MS
+
+    def _start_partial(self) -> None:
+        utterance = self._open
+        assert utterance is not None, "partials are due inside an utterance only"
+        self.endpointer.partial_started()
+        utterance.partial = scope = trio.CancelScope()
+        self._nursery.start_soon(self._partial, utterance, scope)
+
+    async def _partial(self, utterance: _Utterance, scope: trio.CancelScope) -> None:
+        text: str | None = None
+        slot = self.ctx.engines.decoder.slot(Lane.TENTATIVE)
+        try:
+            with scope:
+                # The audio is taken once the decoder is ours: when it was busy,
+                # the partial covers what was said while it waited.
+                await slot.reserve()
+                pcm = bytes(utterance.pcm)
+                started = trio.current_time()
+                try:
+                    text = await self.ctx.engines.asr.transcribe(pcm, final=False, slot=slot)
+                except EngineError as exc:
+                    log_event(self.ctx.sid, "partial_fail", level=logging.WARNING, reason=str(exc))
+                else:
+                    text = text.strip()
+                    self._decoded(
+                        utterance.metrics, trio.current_time() - started, _seconds(pcm), "partial"
+                    )
+        finally:
+            slot.close()
+            # Whatever happened, a still open utterance may have its next partial.
+            if self._open is utterance:
+                utterance.partial = None
+                self.endpointer.partial_finished()
+        # An utterance that ended meanwhile has its final: this text is stale.
+        if text and self._open is utterance and text != utterance.last_partial:
+            utterance.last_partial = text
+            self.ctx.sink.emit(
+                PartialTranscript(text), on_sent=utterance.metrics.mark_first_partial
+            )
+
+    def _start_speculative(self) -> None:
+        utterance = self._open
+        if utterance is None:
+            return
+        decode = _Decode(utterance.number, bytes(utterance.pcm), utterance.metrics)
+        utterance.speculative = decode
+        self._nursery.start_soon(decode.run, self.ctx.engines, partial(self._tentative, decode))
+
+    async def _tentative(self, decode: _Decode, text: str) -> None:
+        await self.out.send(Tentative(decode.utterance, text, decode.metrics))
+
+    async def _retract(self) -> None:
+        utterance = self._open
+        if utterance is not None and utterance.speculative is not None:
+            speculative, utterance.speculative = utterance.speculative, None
+            await self._drop(speculative)
+
+    async def _drop(self, decode: _Decode) -> None:
+        decode.drop()
+        # Its text may have been announced already: the stage after this one
+        # drops what it started for it.
+        await self.out.send(Retracted(decode.utterance))
+
+    async def _close_utterance(
+        self, event: ep.UtteranceEnded, finals: trio.MemorySendChannel[_PendingFinal]
+    ) -> None:
+        utterance, self._open = self._open, None
+        if utterance is not None and utterance.partial is not None:
+            utterance.partial.cancel()
+        if event.reason == "max_duration":
+            self._notice(
+                "max_duration",
+                f"utterance reached {self.ctx.config.max_utterance_ms} ms; finalizing it",
+                code=ErrorCode.MAX_DURATION_EXCEEDED,
+            )
+        if utterance is None:
+            return
+        keep_ms = event.speech_end_ms + TAIL_MS - utterance.start_ms
+        keep = min(len(utterance.pcm), keep_ms * ENGINE_SAMPLE_RATE // 1000 * 2)
+        pcm = bytes(utterance.pcm[:keep])
+        speculative = utterance.speculative
+        if not pcm:
+            if speculative is not None:
+                await self._drop(speculative)
+            return
+        log_event(
+            self.ctx.sid,
+            "utterance_end",
+            reason=event.reason,
+            audio_ms=len(pcm) // 32,
+            speculative=speculative is not None,
+        )
+        # A speculative decode covers every speech frame: nothing but silence
+        # came after it began, or it would have been dropped.
+        if speculative is not None:
+            await finals.send(_PendingFinal(speculative, True, event.reason))
+        else:
+            decode = _Decode(utterance.number, pcm, utterance.metrics)
+            await finals.send(_PendingFinal(decode, False, event.reason))
+
+    async def _finalizer(self, pending: trio.MemoryReceiveChannel[_PendingFinal]) -> None:
+        async with pending:
+            async for item in pending:
+                await self._finalize(item)
+
+    async def _finalize(self, item: _PendingFinal) -> None:
+        decode = item.decode
+        if item.started:
+            await decode.done.wait()
+        else:
+            await decode.run(self.ctx.engines)
+        if decode.error is not None or decode.text is None:
+            reason = str(decode.error) if decode.error else "decode cancelled"
+            log_event(self.ctx.sid, "asr_fail", level=logging.WARNING, reason=reason)
+            self.ctx.sink.emit(Error(ErrorCode.ASR_FAIL, f"speech recognition failed: {reason}"))
+            return
+        metrics = decode.metrics
+        self._decoded(metrics, decode.elapsed_s, _seconds(decode.pcm), "final")
+        text = decode.text
+        if not text:
+            if item.reason == "stop":
+                self._notice("no_speech", "stop: no words recognized")
+            log_event(self.ctx.sid, "final_empty", reason=item.reason)
+            return
+        self._finals_done += 1
+        transcript_id = f"{self.ctx.sid}-{self._finals_done}"
+        self.ctx.sink.emit(FinalTranscript(transcript_id, text), on_sent=metrics.mark_final)
+        log_event(self.ctx.sid, "final", id=transcript_id, chars=len(text))
+        await self.out.send(Final(decode.utterance, transcript_id, text, metrics))
+
+    def _decoded(self, metrics: TurnMetrics, decode_s: float, audio_s: float, kind: str) -> None:
+        self.ctx.observer.decode(kind, decode_s, audio_s)
+        metrics.add_decode(decode_s, audio_s)
+        slow = audio_s > 0 and decode_s / audio_s > SLOW_RTF
+        self._slow_decodes = self._slow_decodes + 1 if slow else 0
+        if self._slow_decodes >= 2 and not self._slow_told:
+            self._slow_told = True
+            rtf = round(decode_s / audio_s, 2)
+            log_event(self.ctx.sid, "asr_slow", level=logging.WARNING, rtf=rtf)
+            self._notice(
+                "asr_slow",
+                "speech recognition is slower than real time on this machine; "
+                "a smaller model (STREAM_MODEL_WHISPER=tiny.en) would keep up",
+                rtf=rtf,
+            )
+
+    def _notice(
+        self, kind: str, message: str, *, code: ErrorCode | None = None, **details: float
+    ) -> None:
+        self.ctx.sink.emit(Info(kind, message, code=code, details=tuple(details.items())))
+
+
+def _seconds(pcm: bytes) -> float:
+    return len(pcm) / 2 / ENGINE_SAMPLE_RATE

@@ -1,0 +1,197 @@
+"""The reply stage: the owner of every assistant turn.
+
+It reads the ASR stage's turn events (:mod:`voicetrio.core.turn_events`) and is
+the only code that starts, releases or cancels a :class:`~voicetrio.session.turn.Turn`:
+
+* ``SpeechStarted`` while a reply is playing: barge-in, the reply is cancelled;
+* ``Tentative``: a speculative reply starts, its output held (if nothing else
+  is being answered: never two replies at once);
+* ``Retracted``: the held reply is dropped, unheard, without a memory trace;
+* ``Final``: the held reply for that utterance is released as the answer, or
+  a new turn starts; a final that comes while a reply is live waits for it.
+
+Turns run as tasks of the stage's own nursery, so the stage goes on reading
+its channel while a turn runs. The reader (client ``cancel``) and shutdown
+reach a turn only through :meth:`ReplyStage.cancel` and
+:meth:`ReplyStage.drain`, methods of this owner.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import trio
+
+from voicetrio.core.codes import ErrorCode
+from voicetrio.core.events import NOTHING_TO_CANCEL, Error, Info, Outcome, ReplyEnded
+from voicetrio.core.memory import ConversationMemory
+
+# The default system prompt, by the name the benchmarks import it under.
+from voicetrio.core.prompt import SPOKEN_SYSTEM_PROMPT as SPOKEN_SYSTEM_PROMPT
+from voicetrio.core.turn_events import Final, Retracted, SpeechStarted, Tentative, TurnEvent
+from voicetrio.logs import log_event
+from voicetrio.session.stage import StageContext
+from voicetrio.session.turn import Turn
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """A speculative reply and the utterance it answers, if that utterance ends."""
+
+    utterance: int
+    turn: Turn
+
+
+class ReplyStage:
+    def __init__(self, ctx: StageContext) -> None:
+        self.ctx = ctx
+        config = ctx.config
+        self.memory = ConversationMemory(config.memory_max_turns, config.memory_max_chars)
+        #: The reply being given (or the last one: its audio may still play).
+        self.turn: Turn | None = None
+        self.turns_started = 0
+        self._held: _Held | None = None
+        #: Finals confirmed while a reply was live, answered in order after it.
+        self._waiting: deque[Final] = deque()
+        #: Shutting down: no new reply; the live one may finish until the deadline.
+        self._draining = False
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, events: trio.MemoryReceiveChannel[TurnEvent]) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            async with events:
+                async for event in events:
+                    await self._handle(event)
+            # The ASR stage ended: nothing can confirm a held reply any more.
+            # A live turn (and a final waiting for it) is still answered.
+            self._drop_held()
+
+    async def _handle(self, event: TurnEvent) -> None:
+        if isinstance(event, SpeechStarted):
+            self._barge_in(event.at)
+        elif isinstance(event, Tentative):
+            await self._hold(event)
+        elif isinstance(event, Retracted):
+            if self._held is not None and self._held.utterance == event.utterance:
+                self._drop_held()
+        else:
+            if self._draining:
+                return
+            self._waiting.append(event)
+            await self._answer_waiting()
+
+    # -- control, from the session ----------------------------------------------
+
+    def cancel(self) -> None:
+        """The client's ``cancel``: the live reply stops, its unsent output is dropped."""
+        turn = self.turn
+        if turn is not None and turn.active:
+            dropped = self._cancel(turn)
+            log_event(self.ctx.sid, "cancel", turn=turn.id, dropped=dropped)
+            self.ctx.sink.emit(Error(ErrorCode.CANCELLED, "reply cancelled by the client"))
+        else:
+            self.ctx.sink.emit(NOTHING_TO_CANCEL)
+
+    async def drain(self, deadline: float) -> None:
+        """Shutdown: start no reply; let the live one finish until ``deadline``, then cancel it."""
+        self._draining = True
+        self._waiting.clear()
+        self._drop_held()
+        turn = self.turn
+        if turn is not None and turn.active:
+            with trio.move_on_at(deadline):
+                await turn.finished.wait()
+            if turn.active:
+                self._cancel(turn)
+
+    # -- turns ------------------------------------------------------------------
+
+    def _live(self) -> bool:
+        return self.turn is not None and self.turn.active
+
+    def _barge_in(self, at: float) -> None:
+        turn = self.turn
+        if not self.ctx.config.barge_in or turn is None or not turn.speaking(at):
+            return
+        was_active = turn.active
+        if was_active:
+            dropped = self._cancel(turn)
+        else:
+            # All of it was written: nothing to drop, but the client is told
+            # to stop playing it, and it no longer counts as playing.
+            dropped = 0
+            turn.playback_end = -math.inf
+        log_event(self.ctx.sid, "barge_in", turn=turn.id, dropped=dropped, active=was_active)
+        self.ctx.sink.emit(Info("barge_in", "user spoke over the reply; stopping it"))
+
+    async def _hold(self, tentative: Tentative) -> None:
+        """A reply for a turn the user may not have finished: output held."""
+        if (
+            not self.ctx.config.speculative_reply
+            or self._draining
+            or self._held is not None
+            or self._waiting
+            or self._live()
+        ):
+            return  # never two replies at once
+        turn = self._new_turn(tentative, transcript_id=None)
+        self._held = _Held(tentative.utterance, turn)
+        await self._start(turn)
+        log_event(self.ctx.sid, "turn_held", turn=turn.id)
+
+    def _cancel(self, turn: Turn) -> int:
+        """Cancel a live turn (it said ReplyStarted, it has not ended): say it ended."""
+        dropped = turn.cancel()
+        # Untagged, so it is not discarded with the rest of the turn: every
+        # reply a protocol saw start, it sees end.
+        self.ctx.sink.emit(ReplyEnded(turn.id, Outcome.CANCELLED))
+        return dropped
+
+    def _drop_held(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            held.turn.cancel()
+
+    async def _answer_waiting(self) -> None:
+        # Called by the event loop and by a turn ending; a turn made live is
+        # marked so at once, before any checkpoint, so only one answers.
+        while self._waiting and not self._live():
+            final = self._waiting.popleft()
+            held = self._held
+            if held is not None and held.utterance == final.utterance:
+                # The end of the user's turn is confirmed: the held reply goes
+                # out as if it had started now, under the final's id.
+                self._held = None
+                self.turn = held.turn
+                held.turn.release(final.transcript_id)
+                log_event(self.ctx.sid, "turn_released", turn=held.turn.id)
+            else:
+                turn = self._new_turn(final, transcript_id=final.transcript_id)
+                self.turn = turn
+                await self._start(turn)
+
+    def _new_turn(self, heard: Tentative | Final, *, transcript_id: str | None) -> Turn:
+        self.turns_started += 1
+        return Turn(
+            self.turns_started,
+            heard.text,
+            heard.metrics,
+            self.ctx,
+            self.memory,
+            transcript_id=transcript_id,
+        )
+
+    async def _start(self, turn: Turn) -> None:
+        assert self._nursery is not None
+        await self._nursery.start(self._run_turn, turn)
+
+    async def _run_turn(self, turn: Turn, *, task_status: trio.TaskStatus[Turn]) -> None:
+        await turn.run(task_status=task_status)
+        if turn is self.turn and not self._draining:
+            await self._answer_waiting()
+
+
+__all__ = ["SPOKEN_SYSTEM_PROMPT", "ReplyStage"]
