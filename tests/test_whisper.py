@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,8 +22,10 @@ from voicetrio.core.audio import silence, write_wav
 from voicetrio.core.resample import resample
 from voicetrio.core.work_queue import Lane
 from voicetrio.engines.asr.whisper import (
+    STREAMING_DECODE_THREADS,
     WhisperAsr,
     clean_text,
+    load_model,
     normalize,
     transcribe_file,
 )
@@ -43,6 +46,13 @@ def asr(spec: ModelSpec) -> WhisperAsr:
     # A sync fixture, so outside any test's event loop: a run of its own.
     trio.run(engine.load)
     return engine
+
+
+@pytest.fixture(scope="module")
+def model(spec: ModelSpec) -> Any:
+    """The faster-whisper model itself, loaded as the engine loads it, for the
+    short-window decode's own tests."""
+    return load_model(spec, cpu_threads=STREAMING_DECODE_THREADS)
 
 
 def _noise(ms: int, level: float, seed: int = 0) -> bytes:
@@ -270,11 +280,10 @@ def test_window_frames() -> None:
     assert window_frames(2800) == 3000  # never past Whisper's own window
 
 
-def test_short_window_matches_the_full_window(asr: WhisperAsr) -> None:
+def test_short_window_matches_the_full_window(model: Any) -> None:
     from voicetrio.engines.asr.whisper import clean_text, pcm_to_samples
     from voicetrio.engines.asr.whisper_short import decode_short
 
-    model = asr._model
     short_wers, full_wers = [], []
     for sentence in SENTENCES:
         samples = pcm_to_samples(say(sentence))
@@ -287,12 +296,12 @@ def test_short_window_matches_the_full_window(asr: WhisperAsr) -> None:
     assert sum(short_wers) <= sum(full_wers) + 0.1
 
 
-def test_long_audio_takes_the_full_window(asr: WhisperAsr) -> None:
+def test_long_audio_takes_the_full_window(model: Any) -> None:
     from voicetrio.engines.asr.whisper import pcm_to_samples
     from voicetrio.engines.asr.whisper_short import decode_short
 
     samples = pcm_to_samples(silence(29_000))
-    assert decode_short(asr._model, samples, language="en", beam_size=1) is None
+    assert decode_short(model, samples, language="en", beam_size=1) is None
 
 
 async def test_short_phrases_do_not_loop(asr: WhisperAsr) -> None:
@@ -302,7 +311,7 @@ async def test_short_phrases_do_not_loop(asr: WhisperAsr) -> None:
             assert normalize(text) == normalize(phrase), (phrase, final, text)
 
 
-def test_short_window_pads_with_silence_not_zero_features(asr: WhisperAsr) -> None:
+def test_short_window_pads_with_silence_not_zero_features(model: Any) -> None:
     # Whisper was trained on audio padded with zero samples: after the speech
     # its encoder expects the log-mel floor, not faster-whisper's 0.0 padding.
     from voicetrio.engines.asr.whisper import pcm_to_samples
@@ -311,7 +320,7 @@ def test_short_window_pads_with_silence_not_zero_features(asr: WhisperAsr) -> No
     samples = pcm_to_samples(say(SENTENCES[2]))
     frames = samples.size // 160 + 1
     window = window_frames(frames)
-    features = silence_padded_features(asr._model, samples, window)
+    features = silence_padded_features(model, samples, window)
     assert features.shape == (80, window)
     floor = float(features.min())
     tail = features[:, frames + 5 :]

@@ -15,18 +15,20 @@ import logging
 import socket
 import struct
 from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Final
+from urllib.parse import urlsplit
 
 import pytest
 import trio
+from trio_websocket import wrap_client_stream
 
 from tests.conftest import FAST_FAKE, quiet, speech
 from voicetrio.client.connection import ClientClosed, VoiceClient, stream_pcm
 from voicetrio.config import Config
-from voicetrio.engines.base import ChatMessage, Engines, SpeechAudio
+from voicetrio.engines.base import ChatMessage, Engines, LlmEngine, SpeechAudio
 from voicetrio.engines.fake import EnergyVad, FakeAsr, FakeLlm, FakeTts
 from voicetrio.engines.registry import EngineHost
 from voicetrio.engines.scheduler import Slot
@@ -193,6 +195,32 @@ class StallingLlm:
             yield delta
 
 
+class PromptLog:
+    """Wraps an LLM and keeps every prompt it is given, refused or not: the
+    next reply's prompt shows what the conversation memory holds."""
+
+    def __init__(self, inner: LlmEngine) -> None:
+        self.inner = inner
+        self.prompts: list[list[ChatMessage]] = []
+
+    @property
+    def ready(self) -> bool:
+        return self.inner.ready
+
+    def stream(
+        self, messages: Sequence[ChatMessage]
+    ) -> AbstractAsyncContextManager[AsyncIterator[str]]:
+        self.prompts.append(list(messages))
+        return self.inner.stream(messages)
+
+
+def remembered(prompt: Sequence[ChatMessage]) -> list[tuple[str, str]]:
+    """The (user, assistant) turns a prompt carries between its system
+    message and the new question: the conversation memory."""
+    history = prompt[1:-1]
+    return [(u["content"], a["content"]) for u, a in zip(history[::2], history[1::2], strict=True)]
+
+
 class ProbeTts:
     """FakeTts that reports each synthesis and can hang on phrases that match."""
 
@@ -274,9 +302,48 @@ def assert_full_turn(turn: Turn) -> None:
     assert turn.events[-1]["id"] == turn.events[final]["id"]
 
 
-async def abort(client: VoiceClient, *, reset: bool = False) -> None:
-    """Drop the TCP connection without a close frame: FIN, or RST with ``reset``."""
-    stream: Any = client.websocket._stream
+# Base64 WAV chunks of long phrases outgrow trio-websocket's 1 MiB default
+# (voicetrio.client.connection allows the same).
+_MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
+
+
+@asynccontextmanager
+async def connect_over_socket(url: str) -> AsyncIterator[tuple[VoiceClient, trio.SocketStream]]:
+    """A session like ``connect(url)``'s, over a TCP stream the test opened,
+    so that it can act on the connection below the WebSocket: cut it (FIN or
+    RST, no close frame) or shrink its receive buffer. trio-websocket keeps
+    the stream of a connection it opened to itself; ``wrap_client_stream``
+    is its public way to speak over a stream of one's own. Closes (1000) on
+    exit, unless the connection is gone already."""
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None, url
+    stream = await trio.open_tcp_stream(parts.hostname, parts.port)
+    async with stream, trio.open_nursery() as nursery:
+        ws = await wrap_client_stream(
+            nursery,
+            stream,
+            f"{parts.hostname}:{parts.port}",
+            parts.path or "/",
+            max_message_size=_MAX_MESSAGE_BYTES,
+        )
+        try:
+            yield VoiceClient(ws), stream
+        finally:
+            with trio.move_on_after(5):
+                await ws.aclose()
+            # Its reader task, should the close not have ended it.
+            nursery.cancel_scope.cancel()
+
+
+def small_receive_buffer(stream: trio.SocketStream, size: int = 32 * 1024) -> None:
+    """Cap what the kernel queues for a client that does not read. Set after
+    connecting, it still takes effect."""
+    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
+
+async def abort(client: VoiceClient, stream: trio.SocketStream, *, reset: bool = False) -> None:
+    """Drop ``client``'s TCP connection (its ``stream``) without a close frame:
+    FIN, or RST with ``reset``."""
     if reset:
         # SO_LINGER 0: close() sends RST and drops unsent data.
         stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

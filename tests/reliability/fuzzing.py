@@ -48,6 +48,7 @@ from tests.conftest import quiet, speech
 from tests.reliability.conftest import (
     abort,
     assert_full_turn,
+    connect_over_socket,
     read_until,
     say,
     sessions_gone,
@@ -567,7 +568,7 @@ async def run_scenario(url: str, scenario: Scenario, config: Config = FUZZ_CONFI
     owed = Owed()
     seen = Seen()
     with trio.fail_after(20):
-        async with connect(url) as client:
+        async with connect_over_socket(url) as (client, stream):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_reader, client, seen)
                 for action in scenario.actions:
@@ -592,7 +593,7 @@ async def run_scenario(url: str, scenario: Scenario, config: Config = FUZZ_CONFI
                 # else the server closes after the violation: the reader reads up
                 # to its close frame, and the nursery waits for it.
             if scenario.finish in ("abort", "reset"):
-                await abort(client, reset=scenario.finish == "reset")
+                await abort(client, stream, reset=scenario.finish == "reset")
     assert seen.refusals == owed.refusals, (seen.refusals, owed.refusals)
     assert seen.hellos == owed.hellos, (seen.hellos, owed.hellos)
     assert seen.cancel_answers == owed.cancel_answers, (seen.cancel_answers, owed.cancel_answers)

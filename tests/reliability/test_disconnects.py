@@ -38,6 +38,7 @@ from tests.reliability.conftest import (
     ProbeAsr,
     ProbeTts,
     abort,
+    connect_over_socket,
     fake_set,
     read_until,
     say,
@@ -54,11 +55,11 @@ Leave = Literal["close", "abort", "reset"]
 LEAVES: tuple[Leave, ...] = ("close", "abort", "reset")
 
 
-async def leave(client: VoiceClient, how: Leave) -> None:
+async def leave(client: VoiceClient, stream: trio.SocketStream, how: Leave) -> None:
     if how == "close":
         await client.close()
     else:
-        await abort(client, reset=how == "reset")
+        await abort(client, stream, reset=how == "reset")
 
 
 async def quiet_state() -> tuple[int, int]:
@@ -74,7 +75,7 @@ async def test_leaving_mid_turn_leaves_nothing(nursery: trio.Nursery, phase: str
     tts = ProbeTts(hang_if="*" if phase == "tts" else None)
     server = await start_server(nursery, fake_set(asr=asr, llm=llm, tts=tts))
     before = await quiet_state()
-    async with connect(server.url) as client:
+    async with connect_over_socket(server.url) as (client, stream):
         await client.start(16000)
         (session,) = server.hub.sessions
         await say(client)
@@ -89,7 +90,7 @@ async def test_leaving_mid_turn_leaves_nothing(nursery: trio.Nursery, phase: str
             else:
                 await tts.started.wait()
                 assert tts.calls == 1
-        await leave(client, how)
+        await leave(client, stream, how)
     await sessions_gone(server)
     assert await quiet_state() == before
     assert session.closed.is_set()
@@ -110,14 +111,14 @@ async def test_leaving_during_shutdown(nursery: trio.Nursery, how: Leave) -> Non
         served.set()
 
     server: Running = await nursery.start(run)
-    async with connect(server.url) as client:
+    async with connect_over_socket(server.url) as (client, stream):
         await client.start(16000)
         await say(client)
         await read_until(client, "llm_token")
         server.shutdown.set()
         notice = await read_until(client, "info", event="shutdown")
         assert notice.closed is None
-        await leave(client, how)
+        await leave(client, stream, how)
     with trio.fail_after(4):
         await served.wait()
     assert server.hub.sessions == set()
@@ -138,7 +139,7 @@ async def test_leaving_after_each_event_of_a_turn_leaks_nothing(nursery: trio.Nu
 
     async def rounds() -> None:
         for k in range(points):
-            async with connect(server.url) as client:
+            async with connect_over_socket(server.url) as (client, stream):
                 await client.start(16000)
                 (session,) = server.hub.sessions
                 sessions.append(weakref.ref(session))
@@ -148,7 +149,7 @@ async def test_leaving_after_each_event_of_a_turn_leaks_nothing(nursery: trio.Nu
                         await client.next_event()
                 if session.turn is not None:
                     sessions.append(weakref.ref(session.turn))
-                await leave(client, LEAVES[k % len(LEAVES)])
+                await leave(client, stream, LEAVES[k % len(LEAVES)])
             await sessions_gone(server)
             del session
 

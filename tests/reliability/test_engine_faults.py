@@ -9,6 +9,9 @@ its first token, stalling mid-reply, a stream cut by the service (a real
 ``[DONE]``), the embedded LLM process killed mid-reply (the real
 ``EmbeddedLlmServer`` and ``OpenAiLlm``), and TTS raising and hanging.
 
+The memory is seen as the model sees it: the prompt of the next reply (the
+LLM is wrapped in a PromptLog) carries every turn remembered.
+
 A TTS failure skips phrases but not the reply: its text was complete and was
 sent, so it *is* kept in memory (docs/protocol.md: a reply that *failed* or
 was cancelled is not; TTS_FAIL is "skipped, the reply goes on").
@@ -28,12 +31,14 @@ import trio
 
 from tests.reliability.conftest import (
     ProbeTts,
+    PromptLog,
     RtfAsr,
     StallingLlm,
     Turn,
     assert_full_turn,
     fake_set,
     read_until,
+    remembered,
     say,
     start_server,
 )
@@ -42,19 +47,17 @@ from voicetrio.engines.base import ChatMessage
 from voicetrio.engines.fake import FakeAsr, FakeLlm, FakeTts
 from voicetrio.engines.llm.openai_compat import OpenAiLlm
 from voicetrio.server.app import Running
-from voicetrio.session.connection import Session
-from voicetrio.session.reply import ReplyStage
 
 
-def remembered(session: Session) -> int:
-    """Turns in the session's conversation memory (its reply stage owns it)."""
-    replies = session.replies
-    assert isinstance(replies, ReplyStage)
-    return len(replies.memory)
+def exchange(turn: Turn) -> tuple[str, str]:
+    """What a whole turn puts in memory: the words heard and the reply's text."""
+    (final,) = turn.of("final_transcript")
+    return final["text"], "".join(e["text"] for e in turn.of("llm_token"))
 
 
 async def fault_then_recovery(
     server: Running,
+    llm: PromptLog,
     heal: Callable[[], Awaitable[None] | None],
     *until: str,
     memory_after_fault: int = 0,
@@ -62,23 +65,33 @@ async def fault_then_recovery(
     **fields: Any,
 ) -> Turn:
     """Talk once (read up to ``until``), heal, talk again; the second turn is
-    whole. Returns the first turn's events."""
+    whole. The memory each turn left is what the next reply's prompt carries:
+    the faulty turn's exchange if ``memory_after_fault`` (else nothing), then
+    the healed turn's, seen by a third turn. Returns the first turn's events."""
+    assert memory_after_fault in (0, 1)
     async with connect(server.url) as client:
         await client.start(16000)
-        (session,) = server.hub.sessions
         await say(client, 900, 440.0, realtime=realtime)
         faulty = await read_until(client, *(until or ("metrics",)), **fields)
         assert faulty.closed is None, f"closed with {faulty.closed}"
-        assert remembered(session) == memory_after_fault
         healing = heal()
         if inspect.isawaitable(healing):
             await healing
+        asked = len(llm.prompts)
         await say(client, 900, 700.0)
         healed = await read_until(client, "metrics", timeout_s=60)
         assert healed.closed is None
         assert "error" not in healed.types(), healed.events
         assert_full_turn(Turn([e for e in healed.events if e["type"] != "partial_transcript"]))
-        assert remembered(session) == memory_after_fault + 1
+        assert len(llm.prompts) > asked
+        kept = [exchange(faulty)] if memory_after_fault else []
+        assert remembered(llm.prompts[-1]) == kept
+        asked = len(llm.prompts)
+        await say(client, 900, 1000.0)
+        last = await read_until(client, "metrics", timeout_s=60)
+        assert last.closed is None
+        assert len(llm.prompts) > asked
+        assert remembered(llm.prompts[-1]) == [*kept, exchange(healed)]
     return faulty
 
 
@@ -100,12 +113,13 @@ def assert_failed_reply(turn: Turn, code: str) -> None:
 
 async def test_asr_raising(nursery: trio.Nursery) -> None:
     asr = FakeAsr(delay_s=0, fail=True)
-    server = await start_server(nursery, fake_set(asr=asr))
+    prompts = PromptLog(FakeLlm(first_token_s=0, token_s=0))
+    server = await start_server(nursery, fake_set(asr=asr, llm=prompts))
 
     def heal() -> None:
         asr.fail = False
 
-    faulty = await fault_then_recovery(server, heal, "error")
+    faulty = await fault_then_recovery(server, prompts, heal, "error")
     assert error_codes(faulty) == ["ASR_FAIL"]
     assert faulty.events[-1]["recoverable"] is True
     assert "final_transcript" not in faulty.types()
@@ -113,14 +127,15 @@ async def test_asr_raising(nursery: trio.Nursery) -> None:
 
 async def test_asr_slower_than_real_time(nursery: trio.Nursery) -> None:
     asr = RtfAsr(2.0)
-    server = await start_server(nursery, fake_set(asr=asr))
+    prompts = PromptLog(FakeLlm(first_token_s=0, token_s=0))
+    server = await start_server(nursery, fake_set(asr=asr, llm=prompts))
 
     def heal() -> None:
         asr.rtf = 0.0
 
     # Slow is not broken: the turn completes (late), the client is told once.
     # At real-time pace, so that decodes run against the audio as it comes.
-    faulty = await fault_then_recovery(server, heal, "metrics", memory_after_fault=1, realtime=True)
+    faulty = await fault_then_recovery(server, prompts, heal, "metrics", memory_after_fault=1, realtime=True)
     slow = [e for e in faulty.of("info") if e.get("event") == "asr_slow"]
     assert len(slow) == 1 and slow[0]["rtf"] > 1.5
     assert_full_turn(Turn([e for e in faulty.events if e["type"] not in ("info", "partial_transcript")]))
@@ -131,12 +146,13 @@ async def test_asr_slower_than_real_time(nursery: trio.Nursery) -> None:
 
 async def test_llm_refusing(nursery: trio.Nursery) -> None:
     llm = FakeLlm(first_token_s=0, token_s=0, mode="fail")
-    server = await start_server(nursery, fake_set(llm=llm))
+    prompts = PromptLog(llm)
+    server = await start_server(nursery, fake_set(llm=prompts))
 
     def heal() -> None:
         llm.mode = "normal"
 
-    faulty = await fault_then_recovery(server, heal)
+    faulty = await fault_then_recovery(server, prompts, heal)
     assert_failed_reply(faulty, "LLM_FAIL")
     assert faulty.of("llm_token") == []
     assert faulty.events[-1]["t3_first_token_ms"] is None
@@ -144,12 +160,13 @@ async def test_llm_refusing(nursery: trio.Nursery) -> None:
 
 async def test_llm_failing_mid_stream(nursery: trio.Nursery) -> None:
     llm = FakeLlm(first_token_s=0, token_s=0.001, fail_after_tokens=3)
-    server = await start_server(nursery, fake_set(llm=llm))
+    prompts = PromptLog(llm)
+    server = await start_server(nursery, fake_set(llm=prompts))
 
     def heal() -> None:
         llm.fail_after_tokens = None
 
-    faulty = await fault_then_recovery(server, heal)
+    faulty = await fault_then_recovery(server, prompts, heal)
     assert_failed_reply(faulty, "LLM_FAIL")
     assert len(faulty.of("llm_token")) == 3
     assert llm.opened == llm.closed
@@ -158,12 +175,13 @@ async def test_llm_failing_mid_stream(nursery: trio.Nursery) -> None:
 async def test_llm_hanging(nursery: trio.Nursery) -> None:
     llm = FakeLlm(first_token_s=0, token_s=0, mode="hang")
     # llm_timeout_s 1: the first token is due within min(5, 1 / 2) = 0.5 s.
-    server = await start_server(nursery, fake_set(llm=llm), llm_timeout_s=1)
+    prompts = PromptLog(llm)
+    server = await start_server(nursery, fake_set(llm=prompts), llm_timeout_s=1)
 
     def heal() -> None:
         llm.mode = "normal"
 
-    faulty = await fault_then_recovery(server, heal)
+    faulty = await fault_then_recovery(server, prompts, heal)
     assert_failed_reply(faulty, "LLM_TIMEOUT")
     assert "first token" in faulty.of("error")[0]["message"]
     assert llm.opened == llm.closed
@@ -171,12 +189,13 @@ async def test_llm_hanging(nursery: trio.Nursery) -> None:
 
 async def test_llm_stalling_mid_reply(nursery: trio.Nursery) -> None:
     llm = StallingLlm(tokens=3)
-    server = await start_server(nursery, fake_set(llm=llm), llm_gap_timeout_s=0.5)
+    prompts = PromptLog(llm)
+    server = await start_server(nursery, fake_set(llm=prompts), llm_gap_timeout_s=0.5)
 
     def heal() -> None:
         llm.stall = False
 
-    faulty = await fault_then_recovery(server, heal)
+    faulty = await fault_then_recovery(server, prompts, heal)
     assert_failed_reply(faulty, "LLM_TIMEOUT")
     assert len(faulty.of("llm_token")) == 3
     assert llm.opened == llm.closed
@@ -226,12 +245,13 @@ async def test_llm_stream_cut_by_the_service(nursery: trio.Nursery) -> None:
     port = await nursery.start(stub.serve)
     llm = OpenAiLlm(base_url=f"http://127.0.0.1:{port}/v1", model="stub", max_tokens=50, temperature=0)
     try:
-        server = await start_server(nursery, fake_set(llm=llm))
+        prompts = PromptLog(llm)
+        server = await start_server(nursery, fake_set(llm=prompts))
 
         def heal() -> None:
             stub.cut = False
 
-        faulty = await fault_then_recovery(server, heal)
+        faulty = await fault_then_recovery(server, prompts, heal)
     finally:
         await llm.aclose()
     assert_failed_reply(faulty, "LLM_FAIL")
@@ -283,7 +303,8 @@ async def test_embedded_llm_killed_mid_reply(nursery: trio.Nursery) -> None:
     # A reply long enough to be cut in the middle.
     prompt = "Count from one to forty in words, separated by commas."
     try:
-        server = await start_server(nursery, fake_set(llm=llm), system_prompt=prompt)
+        prompts = PromptLog(llm)
+        server = await start_server(nursery, fake_set(llm=prompts), system_prompt=prompt)
         first_pid = embedded.pid
 
         async def heal() -> None:
@@ -294,7 +315,7 @@ async def test_embedded_llm_killed_mid_reply(nursery: trio.Nursery) -> None:
                     await trio.sleep(0.05)
             assert embedded.pid != first_pid
 
-        faulty = await fault_then_recovery(server, heal)
+        faulty = await fault_then_recovery(server, prompts, heal)
     finally:
         await inner.aclose()
     assert_failed_reply(faulty, "LLM_FAIL")
@@ -306,12 +327,13 @@ async def test_embedded_llm_killed_mid_reply(nursery: trio.Nursery) -> None:
 
 async def test_tts_raising(nursery: trio.Nursery) -> None:
     tts = FakeTts(delay_s=0, fail_on=lambda text: True)
-    server = await start_server(nursery, fake_set(tts=tts))
+    prompts = PromptLog(FakeLlm(first_token_s=0, token_s=0))
+    server = await start_server(nursery, fake_set(llm=prompts, tts=tts))
 
     def heal() -> None:
         tts.fail_on = None
 
-    faulty = await fault_then_recovery(server, heal, memory_after_fault=1)
+    faulty = await fault_then_recovery(server, prompts, heal, memory_after_fault=1)
     fails = [e for e in faulty.of("info") if e.get("event") == "tts_fail"]
     assert fails and all(e["code"] == "TTS_FAIL" for e in fails)
     assert [e["seq"] for e in fails] == list(range(1, len(fails) + 1))
@@ -322,12 +344,13 @@ async def test_tts_raising(nursery: trio.Nursery) -> None:
 async def test_tts_hanging(nursery: trio.Nursery) -> None:
     # The first phrase ("You said: ...") hangs; tts_timeout_s is the least allowed.
     tts = ProbeTts(hang_if="You said")
-    server = await start_server(nursery, fake_set(tts=tts), tts_timeout_s=0.5)
+    prompts = PromptLog(FakeLlm(first_token_s=0, token_s=0))
+    server = await start_server(nursery, fake_set(llm=prompts, tts=tts), tts_timeout_s=0.5)
 
     def heal() -> None:
         tts.hang_if = None
 
-    faulty = await fault_then_recovery(server, heal, memory_after_fault=1)
+    faulty = await fault_then_recovery(server, prompts, heal, memory_after_fault=1)
     fails = [e for e in faulty.of("info") if e.get("event") == "tts_fail"]
     assert [(e["code"], e["seq"]) for e in fails] == [("TTS_FAIL", 1)]
     assert "longer than 0.5 s" in fails[0]["message"]

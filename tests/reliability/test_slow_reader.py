@@ -17,10 +17,8 @@ volume.
 
 from __future__ import annotations
 
-import socket
 import statistics
 import tracemalloc
-from typing import Any
 
 import trio
 
@@ -28,13 +26,15 @@ from tests.reliability.conftest import (
     FAST,
     LogWatch,
     abort,
+    connect_over_socket,
     fake_set,
     read_until,
     say,
     sessions_gone,
+    small_receive_buffer,
     start_server,
 )
-from voicetrio.client.connection import VoiceClient, connect
+from voicetrio.client.connection import connect
 from voicetrio.engines.base import Engines, SpeechAudio
 from voicetrio.engines.fake import FakeLlm, FakeTts, default_reply
 from voicetrio.engines.registry import EngineHost
@@ -80,13 +80,6 @@ def engines(tts: BigTts) -> Engines:
     return fake_set(llm=llm, tts=tts)
 
 
-def small_receive_buffer(client: VoiceClient) -> None:
-    # Set after connecting, it still caps what the kernel queues for us.
-    stream: Any = client.websocket._stream
-    sock = stream.socket
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
-
-
 async def test_a_client_that_never_reads_is_dropped_at_the_hard_limit(
     nursery: trio.Nursery, log_watch: LogWatch
 ) -> None:
@@ -95,8 +88,8 @@ async def test_a_client_that_never_reads_is_dropped_at_the_hard_limit(
     tracemalloc.start()
     try:
         base, _ = tracemalloc.get_traced_memory()
-        async with connect(server.url) as slow:
-            small_receive_buffer(slow)
+        async with connect_over_socket(server.url) as (slow, stream):
+            small_receive_buffer(stream)
             await slow.start(16000)
             (session,) = server.hub.sessions
             await say(slow, 1200, SLOW_FREQ)
@@ -131,8 +124,8 @@ async def test_a_client_that_never_reads_is_dropped_at_the_hard_limit(
 async def test_a_client_that_reads_gets_the_same_long_reply(nursery: trio.Nursery) -> None:
     tts = BigTts()
     server = await start_server(nursery, engines(tts), backpressure_hard_bytes=HARD_BYTES)
-    async with connect(server.url) as client:
-        small_receive_buffer(client)
+    async with connect_over_socket(server.url) as (client, stream):
+        small_receive_buffer(stream)
         await client.start(16000)
         await say(client, 1200, SLOW_FREQ)
         turn = await read_until(client, "metrics", timeout_s=30)
@@ -162,8 +155,8 @@ async def test_a_client_that_never_reads_does_not_delay_the_others(nursery: trio
     # writer blocked, its queue growing, for the whole comparison.
     server = await start_server(nursery, engines(tts))
     alone = await first_audio_delays(server.url, 3)
-    async with connect(server.url) as slow:
-        small_receive_buffer(slow)
+    async with connect_over_socket(server.url) as (slow, stream):
+        small_receive_buffer(stream)
         await slow.start(16000)
         (session,) = server.hub.sessions
         await say(slow, 1200, SLOW_FREQ)
@@ -172,7 +165,7 @@ async def test_a_client_that_never_reads_does_not_delay_the_others(nursery: trio
         beside = await first_audio_delays(server.url, 3)
         assert not session.closed.is_set(), "the slow client was dropped too early"
         assert session.outbox.queue.nbytes > 0  # it really is behind
-        await abort(slow)
+        await abort(slow, stream)
     await sessions_gone(server)
     # Generous: the same machine runs the client, the server and the slow
     # session's output; a shared stall would be seconds, not milliseconds.
@@ -192,8 +185,8 @@ async def test_shutdown_does_not_wait_forever_for_a_client_that_never_reads(
         served.set()
 
     server: Running = await nursery.start(run)
-    async with connect(server.url) as slow:
-        small_receive_buffer(slow)
+    async with connect_over_socket(server.url) as (slow, stream):
+        small_receive_buffer(stream)
         await slow.start(16000)
         (session,) = server.hub.sessions
         await say(slow, 1200, SLOW_FREQ)
@@ -205,5 +198,5 @@ async def test_shutdown_does_not_wait_forever_for_a_client_that_never_reads(
         # graceful timeout (2 s), and a margin
         with trio.fail_after(8):
             await served.wait()
-        await abort(slow)
+        await abort(slow, stream)
     assert server.hub.sessions == set()
