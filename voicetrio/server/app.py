@@ -9,9 +9,11 @@ is how the tests run a real server on port 0.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
+import uuid
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -29,6 +31,7 @@ from voicetrio.config import Config, share_of, usable_cores
 from voicetrio.core.capacity import CapacityModel, Load, load, refusal
 from voicetrio.core.events import Error, Info
 from voicetrio.core.inputs import Frame
+from voicetrio.core.prompt import system_prompt
 from voicetrio.engines.base import Engines, ModelLoadError
 from voicetrio.engines.registry import EngineHost
 from voicetrio.logs import log_event
@@ -37,6 +40,8 @@ from voicetrio.server import http_api
 from voicetrio.server.access import AccessPolicy
 from voicetrio.server.front import Connections, serve_app
 from voicetrio.session.connection import Session, TransportClosed
+from voicetrio.wire import realtime
+from voicetrio.wire.realtime.client_events import MAX_EVENT_BYTES
 from voicetrio.wire.v1 import CloseCode, ErrorCode
 
 
@@ -283,9 +288,42 @@ def create_app(config: Config, hub: Hub) -> QuartTrio:
         await hub.run_session(session)
         return None
 
+    async def realtime_handler() -> Response | tuple[Response, int] | None:
+        # The OpenAI Realtime API: the same admission, tokens (also the
+        # browser's subprotocol token) and origins; another adapter.
+        hello = realtime.read(dict(websocket.headers.items()), websocket.args.to_dict())
+        if config.lean:
+            hello = dataclasses.replace(hello, kind="transcription")
+        denied = policy.check(hello.headers, websocket.args.to_dict(), websocket=True)
+        if denied is not None:
+            hub.observer.rejected.labels(reason=denied.code.lower()).inc()
+            log_event(None, "session_refused", reason=denied.code)
+            return jsonify({"error": {"code": denied.code, "message": denied.message}}), denied.status
+        await websocket.accept(subprotocol=hello.subprotocol)
+        adapter = realtime.RealtimeAdapter(
+            hello,
+            token=uuid.uuid4().hex[:16],
+            silence_ms=config.vad_silence_ms,
+            instructions=system_prompt(config.system_prompt),
+            asr_model=config.model_whisper if config.engines == "real" else config.engines,
+            voice=config.tts_voice or "default",
+        )
+        ws: Any = websocket
+        session = Session(
+            QuartTransport(ws._get_current_object(), hub.connections),
+            config,
+            hub.engines,
+            observer=hub.observer,
+            adapter=adapter,
+            lean=hello.kind == "transcription",
+        )
+        await hub.run_session(session)
+        return None
+
     http_api.register(app, config, hub.host)
     app.websocket("/ws")(ws_handler)
     app.websocket("/ws2", endpoint="ws2")(ws_handler)
+    app.websocket("/v1/realtime", endpoint="realtime")(realtime_handler)
     return app
 
 
@@ -303,9 +341,12 @@ def hypercorn_config(config: Config) -> HyperConfig:
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")
     hc.graceful_timeout = 2.0
-    # Leave room above our own limit so an oversized frame gets our clear
-    # BAD_MESSAGE rather than Hypercorn's bare close 1009.
-    hc.websocket_max_message_size = 4 * max(config.max_frame_bytes, config.max_text_bytes)
+    # Leave room above our own limits so an oversized frame gets our clear
+    # error rather than Hypercorn's bare close 1009: the v1 frame limits, and
+    # the Realtime API's 15 MiB per event (one append of a long recording).
+    hc.websocket_max_message_size = max(
+        4 * max(config.max_frame_bytes, config.max_text_bytes), MAX_EVENT_BYTES + 1024 * 1024
+    )
     return hc
 
 

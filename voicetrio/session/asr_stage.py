@@ -19,6 +19,16 @@ announced as ``Tentative``. If speech resumes the decode is dropped (its
 cancel scope) and ``Retracted`` follows; if the window closes, its result
 is the final, ready (or nearly) the moment the turn ends. Audio at any rate
 from 8 to 48 kHz is resampled to 16 kHz first.
+
+A client that takes turns itself (the Realtime API) may also end the turn now
+(``Commit``: the stream goes on, unlike ``Stop``), drop the audio not yet
+finalized (``ClearAudio``), change the audio rate and how turns end
+(``Configure``: the silence window, the pre-roll, or no silence end at all),
+and send a recorded clip to be transcribed whole (``AddAudio``). Its requests
+about the conversation pass through this stage on the finals' line, so that
+the stage after this one sees them in the order the client made them
+relative to the audio: a reply asked for after a commit answers the words of
+that commit.
 """
 
 from __future__ import annotations
@@ -34,14 +44,24 @@ import trio
 from voicetrio.core import endpointing as ep
 from voicetrio.core import inputs
 from voicetrio.core.codes import ErrorCode
-from voicetrio.core.events import Error, FinalTranscript, Info, PartialTranscript
+from voicetrio.core.events import (
+    NOTHING_TO_COMMIT,
+    AudioCleared,
+    Error,
+    FinalTranscript,
+    Info,
+    NoTranscript,
+    PartialTranscript,
+    UtteranceEnded,
+    UtteranceStarted,
+)
 from voicetrio.core.metrics import TurnMetrics
-from voicetrio.core.resample import Resampler
-from voicetrio.core.turn_events import Final, Retracted, SpeechStarted, Tentative, TurnEvent
+from voicetrio.core.resample import Resampler, resample
+from voicetrio.core.turn_events import Final, Retracted, SpeechStarted, Tentative
 from voicetrio.core.work_queue import Lane
 from voicetrio.engines.base import ENGINE_SAMPLE_RATE, VAD_FRAME_MS, EngineError, Engines
 from voicetrio.logs import log_event
-from voicetrio.session.stage import StageContext
+from voicetrio.session.stage import Downstream, StageContext
 
 FRAME_BYTES = ENGINE_SAMPLE_RATE * VAD_FRAME_MS // 1000 * 2
 #: Audio kept after the last speech frame for a final decoded at the end of
@@ -51,7 +71,18 @@ TAIL_MS = 300
 #: client is told, once, that a smaller model would serve it better.
 SLOW_RTF = 1.5
 
-StageInput = tuple[inputs.Start | inputs.Stop | inputs.Audio, float]
+#: What the session hands this stage, in the client's order.
+StageMessage = (
+    inputs.Start
+    | inputs.Stop
+    | inputs.Audio
+    | inputs.Commit
+    | inputs.ClearAudio
+    | inputs.Configure
+    | inputs.AddAudio
+    | inputs.ConversationRequest
+)
+StageInput = tuple[StageMessage, float]
 
 
 @dataclass(slots=True)
@@ -128,68 +159,147 @@ class _PendingFinal:
     reason: str
 
 
+@dataclass(slots=True)
+class _Clip:
+    """A recorded utterance (16 kHz) to transcribe whole, then add under ``key``."""
+
+    key: str
+    pcm: bytes
+
+
+#: The finals' line: finals, clips, and requests that must wait behind them.
+_Pending = _PendingFinal | _Clip | inputs.ConversationRequest
+
+
 class AsrStage:
-    def __init__(self, ctx: StageContext, out: trio.MemorySendChannel[TurnEvent]) -> None:
+    def __init__(self, ctx: StageContext, out: trio.MemorySendChannel[Downstream]) -> None:
         self.ctx = ctx
         self.out = out
-        config = ctx.config
         self.vad = ctx.engines.vad()
-        # A VAD hangover already counts as silence-in-waiting: take it off the
-        # window so the final comes vad_silence_ms after the speech really ends.
-        hangover = self.vad.hangover_ms
-        self.endpoint_config = ep.EndpointConfig(
-            frame_ms=VAD_FRAME_MS,
-            silence_ms=max(VAD_FRAME_MS, config.vad_silence_ms - hangover),
-            partial_interval_ms=config.partial_interval_ms,
-            first_partial_ms=config.first_partial_ms,
-            max_utterance_ms=config.max_utterance_ms,
-        )
+        self._turns = inputs.TurnTaking()
+        self.endpoint_config = self._endpoint_config(self._turns)
+        self._rate = ENGINE_SAMPLE_RATE
         self._resampler = Resampler(ENGINE_SAMPLE_RATE)
         self._utterances = 0
         self._finals_done = 0
         self._slow_decodes = 0
         self._slow_told = False
+        #: Audio time before the current endpointer (which counts from 0):
+        #: the times told to the client count from the session's first audio.
+        self._clock_ms = 0
+        self.endpointer = ep.Endpointer(self.endpoint_config)
         self._reset_stream()
 
+    def _endpoint_config(self, turns: inputs.TurnTaking) -> ep.EndpointConfig:
+        config = self.ctx.config
+        silence_ms = config.vad_silence_ms if turns.silence_ms is None else turns.silence_ms
+        if not turns.detect:
+            # Only a commit (or the length limit) ends a turn: a silence
+            # window longer than any utterance never closes.
+            silence_ms = config.max_utterance_ms + VAD_FRAME_MS
+        # A VAD hangover already counts as silence-in-waiting: take it off the
+        # window so the final comes vad_silence_ms after the speech really ends.
+        hangover = self.vad.hangover_ms
+        preroll = {} if turns.preroll_ms is None else {"preroll_ms": turns.preroll_ms}
+        return ep.EndpointConfig(
+            frame_ms=VAD_FRAME_MS,
+            silence_ms=max(VAD_FRAME_MS, silence_ms - hangover),
+            partial_interval_ms=config.partial_interval_ms,
+            first_partial_ms=config.first_partial_ms,
+            max_utterance_ms=config.max_utterance_ms,
+            **preroll,
+        )
+
+    def _ring_frames(self) -> int:
+        config = self.endpoint_config
+        return (config.preroll_ms + config.min_speech_ms) // VAD_FRAME_MS + 2
+
     def _reset_stream(self) -> None:
+        self._clock_ms += self.endpointer.now_ms
         self.endpointer = ep.Endpointer(self.endpoint_config)
         self.vad.reset()
         self._carry = bytearray()
-        ring_frames = (
-            self.endpoint_config.preroll_ms + self.endpoint_config.min_speech_ms
-        ) // VAD_FRAME_MS + 2
-        self._ring: deque[_Frame] = deque(maxlen=ring_frames)
+        self._ring: deque[_Frame] = deque(maxlen=self._ring_frames())
         self._open: _Utterance | None = None
 
     async def run(self, inbox: trio.MemoryReceiveChannel[StageInput]) -> None:
         # Closing the out channel (at the end, whatever ends it) ends the
         # stage after this one.
         async with self.out:
-            finals_send, finals_recv = trio.open_memory_channel[_PendingFinal](8)
+            finals_send, finals_recv = trio.open_memory_channel[_Pending](8)
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._finalizer, finals_recv)
                 async with inbox, finals_send:
                     async for message, arrived in inbox:
-                        if isinstance(message, inputs.Audio):
-                            pcm = self._resampler.process(message.pcm)
-                            await self._audio(pcm, arrived, finals_send)
-                        elif isinstance(message, inputs.Start):
-                            self._resampler = Resampler(message.sample_rate, ENGINE_SAMPLE_RATE)
-                            self._reset_stream()
-                        else:
-                            await self._audio(self._resampler.flush(), arrived, finals_send)
-                            events = self.endpointer.stop()
-                            if not events:
-                                self._notice("no_speech", "stop: no speech to finalize")
-                            await self._handle(events, finals_send)
-                            self._reset_stream()
+                        await self._take(message, arrived, finals_send)
                 # No more audio: a partial of an utterance that will not end is moot.
                 if self._open is not None and self._open.partial is not None:
                     self._open.partial.cancel()
 
+    async def _take(
+        self, message: StageMessage, arrived: float, finals: trio.MemorySendChannel[_Pending]
+    ) -> None:
+        if isinstance(message, inputs.Audio):
+            await self._audio(self._resampler.process(message.pcm), arrived, finals)
+        elif isinstance(message, inputs.Start):
+            self._rate = message.sample_rate
+            self._resampler = Resampler(message.sample_rate, ENGINE_SAMPLE_RATE)
+            self._reset_stream()
+        elif isinstance(message, inputs.Stop):
+            await self._audio(self._resampler.flush(), arrived, finals)
+            events = self.endpointer.stop()
+            if not events:
+                self._notice("no_speech", "stop: no speech to finalize")
+            await self._handle(events, finals)
+            self._reset_stream()
+        elif isinstance(message, inputs.Commit):
+            # The filter's tail is audio the client sent before the commit.
+            await self._audio(self._resampler.flush(), arrived, finals)
+            events = self.endpointer.stop()
+            if not events:
+                self.ctx.sink.emit(NOTHING_TO_COMMIT)
+            await self._handle(events, finals, reason="commit")
+        elif isinstance(message, inputs.ClearAudio):
+            await self._clear()
+        elif isinstance(message, inputs.Configure):
+            await self._configure(message, arrived, finals)
+        elif isinstance(message, inputs.AddAudio):
+            await finals.send(_Clip(message.key, resample(message.pcm, message.sample_rate)))
+        else:
+            # In line behind the finals of the audio before it.
+            await finals.send(message)
+
+    async def _clear(self) -> None:
+        utterance = self._open
+        if utterance is not None:
+            if utterance.partial is not None:
+                utterance.partial.cancel()
+            if utterance.speculative is not None:
+                await self._drop(utterance.speculative)
+            log_event(self.ctx.sid, "audio_cleared", utterance=utterance.number)
+        self._resampler = Resampler(self._rate, ENGINE_SAMPLE_RATE)
+        self._reset_stream()
+        self.ctx.sink.emit(AudioCleared())
+
+    async def _configure(
+        self, settings: inputs.Configure, arrived: float, finals: trio.MemorySendChannel[_Pending]
+    ) -> None:
+        if settings.sample_rate != self._rate:
+            # What was sent at the old rate is heard before the change.
+            await self._audio(self._resampler.flush(), arrived, finals)
+            self._rate = settings.sample_rate
+            self._resampler = Resampler(settings.sample_rate, ENGINE_SAMPLE_RATE)
+        if settings.turns != self._turns:
+            self._turns = settings.turns
+            self.endpoint_config = self._endpoint_config(settings.turns)
+            # The endpointer reads its config at every frame, so a new silence
+            # window applies to the utterance in progress too.
+            self.endpointer.config = self.endpoint_config
+            self._ring = deque(self._ring, maxlen=self._ring_frames())
+
     async def _audio(
-        self, pcm: bytes, arrived: float, finals: trio.MemorySendChannel[_PendingFinal]
+        self, pcm: bytes, arrived: float, finals: trio.MemorySendChannel[_Pending]
     ) -> None:
         self._carry += pcm
         while len(self._carry) >= FRAME_BYTES:
@@ -204,8 +314,14 @@ class AsrStage:
                 await self._handle(events, finals)
 
     async def _handle(
-        self, events: list[ep.EndpointEvent], finals: trio.MemorySendChannel[_PendingFinal]
+        self,
+        events: list[ep.EndpointEvent],
+        finals: trio.MemorySendChannel[_Pending],
+        *,
+        reason: str | None = None,
     ) -> None:
+        """Act on the endpointer's events; ``reason`` names the end of an
+        utterance the endpointer was told to end (a commit, not a stop)."""
         for event in events:
             if isinstance(event, ep.SpeechStarted):
                 await self._open_utterance(event)
@@ -216,7 +332,7 @@ class AsrStage:
             elif isinstance(event, ep.SpeechResumed):
                 await self._retract()
             elif isinstance(event, ep.UtteranceEnded):
-                await self._close_utterance(event, finals)
+                await self._close_utterance(event, finals, reason or event.reason)
 
     async def _open_utterance(self, event: ep.SpeechStarted) -> None:
         self._utterances += 1
@@ -231,6 +347,7 @@ class AsrStage:
         )
         self._open = utterance
         log_event(self.ctx.sid, "speech_start", at_ms=event.at_ms)
+        self.ctx.sink.emit(UtteranceStarted(utterance.number, self._clock_ms + onset_ms))
         await self.out.send(SpeechStarted(utterance.number, trio.current_time()))
 
     def _debounce_ms(self) -> int:
@@ -273,7 +390,8 @@ class AsrStage:
         if text and self._open is utterance and text != utterance.last_partial:
             utterance.last_partial = text
             self.ctx.sink.emit(
-                PartialTranscript(text), on_sent=utterance.metrics.mark_first_partial
+                PartialTranscript(text, utterance.number),
+                on_sent=utterance.metrics.mark_first_partial,
             )
 
     def _start_speculative(self) -> None:
@@ -300,7 +418,7 @@ class AsrStage:
         await self.out.send(Retracted(decode.utterance))
 
     async def _close_utterance(
-        self, event: ep.UtteranceEnded, finals: trio.MemorySendChannel[_PendingFinal]
+        self, event: ep.UtteranceEnded, finals: trio.MemorySendChannel[_Pending], reason: str
     ) -> None:
         utterance, self._open = self._open, None
         if utterance is not None and utterance.partial is not None:
@@ -313,6 +431,9 @@ class AsrStage:
             )
         if utterance is None:
             return
+        self.ctx.sink.emit(
+            UtteranceEnded(utterance.number, self._clock_ms + event.speech_end_ms, reason)
+        )
         keep_ms = event.speech_end_ms + TAIL_MS - utterance.start_ms
         keep = min(len(utterance.pcm), keep_ms * ENGINE_SAMPLE_RATE // 1000 * 2)
         pcm = bytes(utterance.pcm[:keep])
@@ -320,26 +441,46 @@ class AsrStage:
         if not pcm:
             if speculative is not None:
                 await self._drop(speculative)
+            self.ctx.sink.emit(NoTranscript(utterance.number, False, "no audio to transcribe"))
             return
         log_event(
             self.ctx.sid,
             "utterance_end",
-            reason=event.reason,
+            reason=reason,
             audio_ms=len(pcm) // 32,
             speculative=speculative is not None,
         )
         # A speculative decode covers every speech frame: nothing but silence
         # came after it began, or it would have been dropped.
         if speculative is not None:
-            await finals.send(_PendingFinal(speculative, True, event.reason))
+            await finals.send(_PendingFinal(speculative, True, reason))
         else:
             decode = _Decode(utterance.number, pcm, utterance.metrics)
-            await finals.send(_PendingFinal(decode, False, event.reason))
+            await finals.send(_PendingFinal(decode, False, reason))
 
-    async def _finalizer(self, pending: trio.MemoryReceiveChannel[_PendingFinal]) -> None:
+    async def _finalizer(self, pending: trio.MemoryReceiveChannel[_Pending]) -> None:
         async with pending:
             async for item in pending:
-                await self._finalize(item)
+                if isinstance(item, _PendingFinal):
+                    await self._finalize(item)
+                elif isinstance(item, _Clip):
+                    await self._transcribe_clip(item)
+                else:
+                    await self.out.send(item)
+
+    async def _transcribe_clip(self, clip: _Clip) -> None:
+        decode = _Decode(0, clip.pcm, TurnMetrics(trio.current_time()))
+        await decode.run(self.ctx.engines)
+        if decode.text is None:
+            reason = str(decode.error) if decode.error else "decode cancelled"
+            log_event(self.ctx.sid, "clip_asr_fail", level=logging.WARNING, reason=reason)
+            self.ctx.sink.emit(
+                NoTranscript(0, True, f"speech recognition failed: {reason}", key=clip.key)
+            )
+        else:
+            self._decoded(decode.metrics, decode.elapsed_s, _seconds(clip.pcm), "final")
+        # The clip is in the conversation even without words, as the client made it.
+        await self.out.send(inputs.AddText(clip.key, "user", decode.text or ""))
 
     async def _finalize(self, item: _PendingFinal) -> None:
         decode = item.decode
@@ -350,7 +491,9 @@ class AsrStage:
         if decode.error is not None or decode.text is None:
             reason = str(decode.error) if decode.error else "decode cancelled"
             log_event(self.ctx.sid, "asr_fail", level=logging.WARNING, reason=reason)
-            self.ctx.sink.emit(Error(ErrorCode.ASR_FAIL, f"speech recognition failed: {reason}"))
+            message = f"speech recognition failed: {reason}"
+            self.ctx.sink.emit(NoTranscript(decode.utterance, True, message))
+            self.ctx.sink.emit(Error(ErrorCode.ASR_FAIL, message))
             return
         metrics = decode.metrics
         self._decoded(metrics, decode.elapsed_s, _seconds(decode.pcm), "final")
@@ -359,10 +502,13 @@ class AsrStage:
             if item.reason == "stop":
                 self._notice("no_speech", "stop: no words recognized")
             log_event(self.ctx.sid, "final_empty", reason=item.reason)
+            self.ctx.sink.emit(NoTranscript(decode.utterance, False, "no words recognized"))
             return
         self._finals_done += 1
         transcript_id = f"{self.ctx.sid}-{self._finals_done}"
-        self.ctx.sink.emit(FinalTranscript(transcript_id, text), on_sent=metrics.mark_final)
+        self.ctx.sink.emit(
+            FinalTranscript(transcript_id, text, decode.utterance), on_sent=metrics.mark_final
+        )
         log_event(self.ctx.sid, "final", id=transcript_id, chars=len(text))
         await self.out.send(Final(decode.utterance, transcript_id, text, metrics))
 

@@ -6,16 +6,18 @@
 
 The reader validates every frame through the connection's wire adapter
 (:mod:`voicetrio.wire.adapter`; the v1 protocol by default) and answers bad input
-itself; ``cancel`` goes at once to the owner of the turns (it does not wait
-behind audio), while ``start``, audio and ``stop`` go to the ASR stage in
-order. The stages talk downstream only: the ASR stage tells the reply stage
+itself; ``cancel`` and new settings go at once to the owner of the turns (they
+do not wait behind audio), while ``start``, audio, ``stop`` and everything
+else (commits, conversation requests) go to the ASR stage in order. The stages talk downstream only: the ASR stage tells the reply stage
 what it heard on one channel, and both send what the client should see to
 this session as domain events (:mod:`voicetrio.core.events`), which the adapter
 renders into the outbox. The writer is the only task that touches the
 transport.
 
 A lean session is the same session composed without a reply stage: the
-stage after the ASR stage is :class:`~voicetrio.session.transcripts_only.TranscriptsOnly`.
+stage after the ASR stage is :class:`~voicetrio.session.transcripts_only.TranscriptsOnly`
+(for every session of a lean server, or for one session that asks to only
+transcribe).
 """
 
 from __future__ import annotations
@@ -30,16 +32,34 @@ import trio
 from voicetrio.config import Config
 from voicetrio.core.budget import AudioBudget
 from voicetrio.core.codes import CloseCode, ErrorCode
-from voicetrio.core.events import Error, Event, Info, Listening, Metrics, Mode, PartialTranscript
-from voicetrio.core.inputs import Audio, Cancel, Frame, ProtocolError, Start
-from voicetrio.core.turn_events import TurnEvent
+from voicetrio.core.events import (
+    Acknowledged,
+    Configured,
+    Error,
+    Event,
+    Info,
+    Listening,
+    Metrics,
+    Mode,
+    PartialTranscript,
+)
+from voicetrio.core.inputs import (
+    Acknowledge,
+    Audio,
+    Cancel,
+    ClientMessage,
+    Configure,
+    Frame,
+    ProtocolError,
+    Start,
+)
 from voicetrio.engines.base import Engines
 from voicetrio.logs import log_event
 from voicetrio.prom import Observer
 from voicetrio.session.asr_stage import AsrStage, StageInput
 from voicetrio.session.outbound import OutboundQueue, Outbox, OutItem, Pressure
 from voicetrio.session.reply import ReplyStage
-from voicetrio.session.stage import OnSent, StageContext
+from voicetrio.session.stage import Downstream, OnSent, StageContext
 from voicetrio.session.transcripts_only import TranscriptsOnly
 from voicetrio.session.turn import Turn
 from voicetrio.wire.adapter import WireAdapter
@@ -84,7 +104,11 @@ class Responder(Protocol):
     @property
     def turns_started(self) -> int: ...
 
-    async def run(self, events: trio.MemoryReceiveChannel[TurnEvent]) -> None: ...
+    async def run(self, events: trio.MemoryReceiveChannel[Downstream]) -> None: ...
+
+    def configure(self, settings: Configure) -> None:
+        """The client's settings from now on: acted on at once."""
+        ...
 
     def cancel(self) -> None:
         """The client's ``cancel``: acted on at once, answered to the client."""
@@ -105,6 +129,7 @@ class Session:
         session_id: str | None = None,
         observer: Observer | None = None,
         adapter: WireAdapter | None = None,
+        lean: bool | None = None,
     ) -> None:
         self.sid = session_id or uuid.uuid4().hex[:12]
         self.observer = observer or Observer()
@@ -119,9 +144,11 @@ class Session:
             )
         )
         self.ctx = StageContext(self.sid, config, engines, sink=self, observer=self.observer)
-        # The one place lean mode is decided: which stage follows the ASR stage.
-        self.mode: Mode = "lean" if config.lean else "full"
-        self.replies: Responder = TranscriptsOnly(self.ctx) if config.lean else ReplyStage(self.ctx)
+        # The one place lean mode is decided: which stage follows the ASR stage
+        # (the server's setting, unless the connection asked for one).
+        lean = config.lean if lean is None else lean
+        self.mode: Mode = "lean" if lean else "full"
+        self.replies: Responder = TranscriptsOnly(self.ctx) if lean else ReplyStage(self.ctx)
         self._audio = AudioBudget(config.audio_burst_s, config.audio_rate_factor)
         self._sample_rate = 16000  # of the last accepted start: audio before one is refused
         self.closed = trio.Event()
@@ -143,7 +170,7 @@ class Session:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 inbox_send, inbox_recv = trio.open_memory_channel[StageInput](STAGE_INBOX_SIZE)
-                turns_send, turns_recv = trio.open_memory_channel[TurnEvent](TURN_EVENTS_SIZE)
+                turns_send, turns_recv = trio.open_memory_channel[Downstream](TURN_EVENTS_SIZE)
                 nursery.start_soon(self.replies.run, turns_recv)
                 nursery.start_soon(AsrStage(self.ctx, turns_send).run, inbox_recv)
                 nursery.start_soon(self._writer)
@@ -250,8 +277,9 @@ class Session:
         frames = self.wire.render(event)
         if not frames:
             return  # this protocol does not show it
-        # Only the newest partial transcript matters to a client behind.
-        droppable = isinstance(event, PartialTranscript)
+        # Only the newest partial transcript matters to a client behind
+        # (unless the protocol sends each as an increment of the last).
+        droppable = isinstance(event, PartialTranscript) and self.wire.coalesce_partials
         self._put(OutItem(frames, droppable=droppable, turn=turn, on_sent=on_sent))
 
     def discard(self, turn: int) -> int:
@@ -297,6 +325,8 @@ class Session:
 
     async def _reader(self, inbox: trio.MemorySendChannel[StageInput]) -> None:
         async with inbox:
+            for message in self.wire.opening():
+                await self._take(message, trio.current_time(), inbox)
             while not self.outbox.closed:
                 try:
                     data = await self.transport.receive()
@@ -311,18 +341,32 @@ class Session:
                 except ProtocolError as exc:
                     self._refuse(exc)
                     continue
-                if isinstance(message, Cancel):
-                    # A method of the turns' owner, called at once: a cancel
-                    # must not wait behind the audio queued for the ASR stage
-                    # (nor behind its turn events), and it goes downstream.
-                    self.replies.cancel()
-                    continue
-                if isinstance(message, Start):
-                    self._sample_rate = message.sample_rate
-                    self.emit(Listening(self.sid, self.mode))
-                elif isinstance(message, Audio):
-                    await self._pace(message, now)
-                await inbox.send((message, now))
+                await self._take(message, now, inbox)
+
+    async def _take(
+        self, message: ClientMessage, now: float, inbox: trio.MemorySendChannel[StageInput]
+    ) -> None:
+        if isinstance(message, Cancel):
+            # A method of the turns' owner, called at once: a cancel
+            # must not wait behind the audio queued for the ASR stage
+            # (nor behind its turn events), and it goes downstream.
+            self.replies.cancel()
+            return
+        if isinstance(message, Acknowledge):
+            self.emit(Acknowledged(message.payload))
+            return
+        if isinstance(message, Start):
+            self._sample_rate = message.sample_rate
+            self.emit(Listening(self.sid, self.mode))
+        elif isinstance(message, Configure):
+            # The owner of the turns applies it now; the ASR stage (audio
+            # rate, silence window) in order with the audio around it.
+            self._sample_rate = message.sample_rate
+            self.replies.configure(message)
+            self.emit(Configured())
+        elif isinstance(message, Audio):
+            await self._pace(message, now)
+        await inbox.send((message, now))
 
     async def _pace(self, audio: Audio, now: float) -> None:
         # Faster than real time beyond a burst: stop reading until the budget
@@ -343,6 +387,6 @@ class Session:
 
     def _refuse(self, exc: ProtocolError) -> None:
         log_event(self.sid, "bad_input", level=logging.INFO, code=str(exc.code), reason=exc.reason)
-        self.emit(Error(exc.code, exc.message, reason=exc.reason))
+        self.emit(Error(exc.code, exc.message, reason=exc.reason, details=exc.details))
         if exc.fatal:
             self.close(CloseCode.POLICY_VIOLATION, exc.reason)

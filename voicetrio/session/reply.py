@@ -11,9 +11,16 @@ the only code that starts, releases or cancels a :class:`~voicetrio.session.turn
   a new turn starts; a final that comes while a reply is live waits for it.
 
 Turns run as tasks of the stage's own nursery, so the stage goes on reading
-its channel while a turn runs. The reader (client ``cancel``) and shutdown
-reach a turn only through :meth:`ReplyStage.cancel` and
-:meth:`ReplyStage.drain`, methods of this owner.
+its channel while a turn runs. The reader (client ``cancel``, new settings)
+and shutdown reach a turn only through :meth:`ReplyStage.cancel`,
+:meth:`ReplyStage.configure` and :meth:`ReplyStage.drain`, methods of this owner.
+
+It also owns the conversation (:mod:`voicetrio.core.conversation`), and on the
+same channel, in order with what was heard, takes the client's requests
+about it: add text, forget an entry, keep only the heard part of a reply,
+reply now. The session's turn-taking settings decide whether a final is
+answered at once (else its words join the conversation and wait for a
+request) and whether speech over a reply stops it.
 """
 
 from __future__ import annotations
@@ -25,15 +32,32 @@ from dataclasses import dataclass
 import trio
 
 from voicetrio.core.codes import ErrorCode
-from voicetrio.core.events import NOTHING_TO_CANCEL, Error, Info, Outcome, ReplyEnded
-from voicetrio.core.memory import ConversationMemory
+from voicetrio.core.conversation import Conversation, utterance_key
+from voicetrio.core.events import (
+    NOTHING_TO_CANCEL,
+    REPLY_IN_PROGRESS,
+    CancelCause,
+    EntryAdded,
+    EntryRemoved,
+    Error,
+    Info,
+    Outcome,
+    ReplyEnded,
+    ReplyTruncated,
+)
+from voicetrio.core.inputs import AddText, Configure, Forget, Respond, Truncate, TurnTaking
+from voicetrio.core.metrics import TurnMetrics
 
 # The default system prompt, by the name the benchmarks import it under.
 from voicetrio.core.prompt import SPOKEN_SYSTEM_PROMPT as SPOKEN_SYSTEM_PROMPT
-from voicetrio.core.turn_events import Final, Retracted, SpeechStarted, Tentative, TurnEvent
+from voicetrio.core.turn_events import Final, Retracted, SpeechStarted, Tentative
 from voicetrio.logs import log_event
-from voicetrio.session.stage import StageContext
+from voicetrio.session.stage import Downstream, StageContext
 from voicetrio.session.turn import Turn
+
+#: Replies whose speech a client may still cut short (truncate) by turn id;
+#: older ones have left the conversation's bounds, or nearly.
+RECENT_TURNS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,9 +72,13 @@ class ReplyStage:
     def __init__(self, ctx: StageContext) -> None:
         self.ctx = ctx
         config = ctx.config
-        self.memory = ConversationMemory(config.memory_max_turns, config.memory_max_chars)
+        self.conversation = Conversation(config.memory_max_turns, config.memory_max_chars)
         #: The reply being given (or the last one: its audio may still play).
         self.turn: Turn | None = None
+        self._recent: dict[int, Turn] = {}
+        self._turns = TurnTaking()
+        self._instructions: str | None = None
+        self._speak = True
         self.turns_started = 0
         self._held: _Held | None = None
         #: Finals confirmed while a reply was live, answered in order after it.
@@ -59,7 +87,7 @@ class ReplyStage:
         self._draining = False
         self._nursery: trio.Nursery | None = None
 
-    async def run(self, events: trio.MemoryReceiveChannel[TurnEvent]) -> None:
+    async def run(self, events: trio.MemoryReceiveChannel[Downstream]) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             async with events:
@@ -69,7 +97,7 @@ class ReplyStage:
             # A live turn (and a final waiting for it) is still answered.
             self._drop_held()
 
-    async def _handle(self, event: TurnEvent) -> None:
+    async def _handle(self, event: Downstream) -> None:
         if isinstance(event, SpeechStarted):
             self._barge_in(event.at)
         elif isinstance(event, Tentative):
@@ -77,19 +105,42 @@ class ReplyStage:
         elif isinstance(event, Retracted):
             if self._held is not None and self._held.utterance == event.utterance:
                 self._drop_held()
-        else:
+        elif isinstance(event, Final):
+            if not self._turns.reply:
+                # Heard, not answered: the words wait in the conversation.
+                self.conversation.add(utterance_key(event.utterance), "user", event.text)
+                return
             if self._draining:
                 return
             self._waiting.append(event)
             await self._answer_waiting()
+        elif isinstance(event, Respond):
+            await self._respond(event)
+        elif isinstance(event, AddText):
+            self.conversation.add(event.key, event.role, event.text)
+            self.ctx.sink.emit(EntryAdded(event.key, event.role, event.text))
+        elif isinstance(event, Forget):
+            self.conversation.forget(event.key)
+            self.ctx.sink.emit(EntryRemoved(event.key))
+        else:
+            self._truncate(event)
 
     # -- control, from the session ----------------------------------------------
+
+    def configure(self, settings: Configure) -> None:
+        """The client's settings from now on (a final already answered stays so)."""
+        self._turns = settings.turns
+        self._instructions = settings.instructions
+        self._speak = settings.speak
+        if not settings.turns.reply:
+            # A speculative reply waits for a final that will not be answered.
+            self._drop_held()
 
     def cancel(self) -> None:
         """The client's ``cancel``: the live reply stops, its unsent output is dropped."""
         turn = self.turn
         if turn is not None and turn.active:
-            dropped = self._cancel(turn)
+            dropped = self._cancel(turn, "client")
             log_event(self.ctx.sid, "cancel", turn=turn.id, dropped=dropped)
             self.ctx.sink.emit(Error(ErrorCode.CANCELLED, "reply cancelled by the client"))
         else:
@@ -105,7 +156,7 @@ class ReplyStage:
             with trio.move_on_at(deadline):
                 await turn.finished.wait()
             if turn.active:
-                self._cancel(turn)
+                self._cancel(turn, "shutdown")
 
     # -- turns ------------------------------------------------------------------
 
@@ -114,11 +165,12 @@ class ReplyStage:
 
     def _barge_in(self, at: float) -> None:
         turn = self.turn
-        if not self.ctx.config.barge_in or turn is None or not turn.speaking(at):
+        allowed = self.ctx.config.barge_in and self._turns.interrupt
+        if not allowed or turn is None or not turn.speaking(at):
             return
         was_active = turn.active
         if was_active:
-            dropped = self._cancel(turn)
+            dropped = self._cancel(turn, "speech")
         else:
             # All of it was written: nothing to drop, but the client is told
             # to stop playing it, and it no longer counts as playing.
@@ -131,6 +183,7 @@ class ReplyStage:
         """A reply for a turn the user may not have finished: output held."""
         if (
             not self.ctx.config.speculative_reply
+            or not self._turns.reply
             or self._draining
             or self._held is not None
             or self._waiting
@@ -142,13 +195,43 @@ class ReplyStage:
         await self._start(turn)
         log_event(self.ctx.sid, "turn_held", turn=turn.id)
 
-    def _cancel(self, turn: Turn) -> int:
+    def _cancel(self, turn: Turn, cause: CancelCause) -> int:
         """Cancel a live turn (it said ReplyStarted, it has not ended): say it ended."""
         dropped = turn.cancel()
         # Untagged, so it is not discarded with the rest of the turn: every
         # reply a protocol saw start, it sees end.
-        self.ctx.sink.emit(ReplyEnded(turn.id, Outcome.CANCELLED))
+        self.ctx.sink.emit(ReplyEnded(turn.id, Outcome.CANCELLED, cause))
         return dropped
+
+    async def _respond(self, request: Respond) -> None:
+        """The client asks for a reply to the conversation as it stands."""
+        if self._draining:
+            return
+        if self._live() or self._waiting:
+            self.ctx.sink.emit(REPLY_IN_PROGRESS)
+            return
+        # A speculative reply answers words the client did not wait for.
+        self._drop_held()
+        self.turns_started += 1
+        turn = Turn(
+            self.turns_started,
+            None,
+            TurnMetrics(trio.current_time()),
+            self.ctx,
+            self.conversation,
+            transcript_id="",
+            instructions=self._instructions if request.instructions is None else request.instructions,
+            speak=self._speak if request.speak is None else request.speak,
+        )
+        self.turn = turn
+        await self._start(turn)
+
+    def _truncate(self, request: Truncate) -> None:
+        turn = self._recent.get(request.turn)
+        if turn is not None:
+            turn.truncate(request.heard_ms)
+        # A reply no longer kept is no longer in the conversation either.
+        self.ctx.sink.emit(ReplyTruncated(request.turn, request.heard_ms))
 
     def _drop_held(self) -> None:
         held, self._held = self._held, None
@@ -180,12 +263,18 @@ class ReplyStage:
             heard.text,
             heard.metrics,
             self.ctx,
-            self.memory,
+            self.conversation,
             transcript_id=transcript_id,
+            utterance=heard.utterance,
+            instructions=self._instructions,
+            speak=self._speak,
         )
 
     async def _start(self, turn: Turn) -> None:
         assert self._nursery is not None
+        self._recent[turn.id] = turn
+        if len(self._recent) > RECENT_TURNS:
+            del self._recent[min(self._recent)]
         await self._nursery.start(self._run_turn, turn)
 
     async def _run_turn(self, turn: Turn, *, task_status: trio.TaskStatus[Turn]) -> None:

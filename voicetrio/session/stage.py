@@ -16,11 +16,18 @@ from typing import Protocol
 
 from voicetrio.config import Config
 from voicetrio.core.events import Event
+from voicetrio.core.inputs import ConversationRequest
+from voicetrio.core.turn_events import TurnEvent
 from voicetrio.engines.base import Engines
 from voicetrio.prom import Observer
 
 #: Called with the time (trio clock) the event was written to the socket.
 OnSent = Callable[[float], None]
+#: What the ASR stage hands the stage after it, on its one channel: what it
+#: heard, and the client's requests about the conversation, in the order the
+#: client made them relative to the audio (a reply asked for after a commit
+#: answers the words of that commit).
+Downstream = TurnEvent | ConversationRequest
 
 
 class EventSink(Protocol):
@@ -48,4 +55,4 @@ class StageContext:
     observer: Observer = field(default_factory=Observer)
 
 
-__all__ = ["EventSink", "OnSent", "StageContext"]
+__all__ = ["Downstream", "EventSink", "OnSent", "StageContext"]

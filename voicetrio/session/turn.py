@@ -14,6 +14,13 @@ effects (even those already computed when the cancel landed), and a *held*
 turn (a speculative reply started before the end of the user's turn is
 confirmed) keeps them in order until :meth:`Turn.release`, or vanishes
 without a trace on cancel.
+
+A turn answers either words just heard (``text``: they enter the
+conversation with the reply, as one exchange) or, when the client asked for
+a reply (``text`` None), the conversation as it stands. A text-only turn
+(``speak`` False) writes its reply and speaks nothing. The phrases it spoke
+and their lengths are kept, so that a client that played only part of the
+speech can have the conversation keep only the words heard (:meth:`Turn.truncate`).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import trio
 
 from voicetrio.core.audio import SpeechAudio
 from voicetrio.core.codes import ErrorCode
+from voicetrio.core.conversation import Conversation, reply_key, utterance_key
 from voicetrio.core.events import (
     Error,
     Event,
@@ -39,7 +47,7 @@ from voicetrio.core.events import (
     ReplyTextDone,
     SpeechChunk,
 )
-from voicetrio.core.memory import ConversationMemory
+from voicetrio.core.heard import heard_text
 from voicetrio.core.metrics import TurnMetrics
 from voicetrio.core.phrases import PhraseAggregator
 from voicetrio.core.prompt import system_prompt
@@ -54,27 +62,40 @@ class LlmTimeout(Exception):
 
 
 class Turn:
-    """The reply to ``text``. Held while ``transcript_id`` is unknown: a
-    speculative reply, released with the id of the final it answers."""
+    """The reply to ``text`` (utterance ``utterance``'s words), or with
+    ``text`` None to the conversation as it stands. Held while
+    ``transcript_id`` is unknown: a speculative reply, released with the id
+    of the final it answers."""
 
     def __init__(
         self,
         turn_id: int,
-        text: str,
+        text: str | None,
         metrics: TurnMetrics,
         ctx: StageContext,
-        memory: ConversationMemory,
+        conversation: Conversation,
         *,
         transcript_id: str | None = None,
+        utterance: int = 0,
+        instructions: str | None = None,
+        speak: bool = True,
     ) -> None:
         self.id = turn_id
         self.text = text
+        self.utterance = utterance
         self.metrics = metrics
         self.transcript_id = transcript_id
         self.ctx = ctx
-        self.memory = memory
+        self.conversation = conversation
+        self.instructions = instructions
+        self.speak = speak
         self.outcome = Outcome.RUNNING
         self.reply_text = ""
+        #: Each phrase spoken and its seconds of audio, in order.
+        self.spoken: list[tuple[str, float]] = []
+        #: How much of the speech the client played, if it cut it short.
+        self._heard_ms: int | None = None
+        self._remembered = False
         self.scope = trio.CancelScope()
         self.finished = trio.Event()
         #: The effects of a held turn, in order, until it is released; None
@@ -148,7 +169,11 @@ class Turn:
                 task_status.started(self)
                 # Not tagged with the turn: what a protocol opens for a reply
                 # stays open until its ReplyEnded, even if the rest is discarded.
-                self._gate(lambda: self.ctx.sink.emit(ReplyStarted(self.id, self._answers())))
+                self._gate(
+                    lambda: self.ctx.sink.emit(
+                        ReplyStarted(self.id, self._answers(), speak=self.speak)
+                    )
+                )
                 await self._body()
         finally:
             self.finished.set()
@@ -163,7 +188,10 @@ class Turn:
 
     async def _body(self) -> None:
         config = self.ctx.config
-        messages = self.memory.messages(system_prompt(config.system_prompt), self.text)
+        prompt = system_prompt(
+            config.system_prompt if self.instructions is None else self.instructions
+        )
+        messages = self.conversation.messages(prompt, self.text)
         delta_send, delta_recv = trio.open_memory_channel[str](0)
         phrase_send, phrase_recv = trio.open_memory_channel[str](config.max_pending_phrases)
         try:
@@ -174,7 +202,7 @@ class Turn:
             if not self._llm_slot.held:
                 raise LlmTimeout(f"the language model was busy for {config.llm_timeout_s:g} s")
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._speaker, phrase_recv)
+                nursery.start_soon(self._speaker if self.speak else _unspoken, phrase_recv)
                 nursery.start_soon(self._llm_reader, messages, delta_send)
                 await self._token_pump(delta_recv, phrase_send)
         except* LlmTimeout as group:
@@ -224,7 +252,27 @@ class Turn:
         )
 
     def _commit_memory(self) -> None:
-        self.memory.add_turn(self.text, self.reply_text)
+        self._remembered = True
+        reply = self._remembered_reply()
+        if self.text is None:
+            self.conversation.add(reply_key(self.id), "assistant", reply)
+        else:
+            self.conversation.add_exchange(
+                utterance_key(self.utterance), self.text, reply_key(self.id), reply
+            )
+
+    def _remembered_reply(self) -> str:
+        if self._heard_ms is None:
+            return self.reply_text
+        return heard_text(self.spoken, self._heard_ms)
+
+    def truncate(self, heard_ms: int) -> None:
+        """The client played only the first ``heard_ms`` of this reply's
+        speech: the conversation keeps the words heard, now or when the
+        reply enters it."""
+        self._heard_ms = heard_ms
+        if self._remembered:
+            self.conversation.rewrite(reply_key(self.id), self._remembered_reply())
 
     async def _llm_reader(
         self, messages: list[ChatMessage], out: trio.MemorySendChannel[str]
@@ -321,6 +369,7 @@ class Turn:
                         )
                     )
                     continue
+                self.spoken.append((phrase, audio.duration_s))
                 self._emit_audio(seq, audio)
                 self.emit(PhraseSpoken(self.id, seq))
 
@@ -332,6 +381,13 @@ class Turn:
             self.playback_end = max(self.playback_end, now) + audio.duration_s
 
         self.emit(SpeechChunk(self.id, seq, audio), on_sent=sent)
+
+
+async def _unspoken(phrases: trio.MemoryReceiveChannel[str]) -> None:
+    """A text-only reply: the phrases are not spoken."""
+    async with phrases:
+        async for _ in phrases:
+            pass
 
 
 def _first(group: BaseExceptionGroup[Exception]) -> str:

@@ -17,6 +17,17 @@ from voicetrio.core.inputs import ClientMessage, Frame
 
 
 class WireAdapter(Protocol):
+    #: Whether a newer partial transcript may replace one still queued for a
+    #: slow client: true when each shows the whole text so far, false when a
+    #: protocol sends increments (every one must arrive).
+    coalesce_partials: bool
+
+    def opening(self) -> tuple[ClientMessage, ...]:
+        """Inputs the session takes as if the client had sent them first: a
+        protocol whose session is live from the connection on (no ``start``
+        message) starts it here."""
+        ...
+
     def parse(self, frame: Frame) -> ClientMessage:
         """The input one client frame carries, in order; raises
         :class:`~voicetrio.wire.v1.ProtocolError` for a frame it refuses."""

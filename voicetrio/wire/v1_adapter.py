@@ -23,8 +23,14 @@ from voicetrio.wire.v1 import AudioFormat, ClientMessage, JsonDict, Limits, Prot
 class V1Adapter:
     """One connection's v1 protocol (see :class:`voicetrio.wire.adapter.WireAdapter`)."""
 
+    #: Each partial_transcript is the whole text so far: the newest is enough.
+    coalesce_partials = True
+
     def __init__(self, limits: Limits) -> None:
         self.machine = ProtocolMachine(limits)
+
+    def opening(self) -> tuple[ClientMessage, ...]:
+        return ()  # the client's start opens the stream
 
     def parse(self, frame: Frame) -> ClientMessage:
         if isinstance(frame, str):
@@ -54,6 +60,20 @@ def to_json(event: ev.Event) -> JsonDict | None:
             return protocol.final_transcript(text, tid)
         case ev.ReplyStarted():
             return None  # v1 has no such event: the first token says it
+        case (
+            ev.UtteranceStarted()
+            | ev.UtteranceEnded()
+            | ev.NoTranscript()
+            | ev.AudioCleared()
+            | ev.Configured()
+            | ev.Acknowledged()
+            | ev.EntryAdded()
+            | ev.EntryRemoved()
+            | ev.ReplyTruncated()
+        ):
+            # v1 has no frame for these: its client never asks for the
+            # answers, and speech boundaries show as transcripts.
+            return None
         case ev.ReplyDelta(text=text):
             return protocol.llm_token(text)
         case ev.ReplyTextDone():
