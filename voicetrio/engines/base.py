@@ -27,6 +27,7 @@ from typing import Literal, Protocol
 from voicetrio.core.audio import SpeechAudio
 from voicetrio.core.codes import ErrorCode
 from voicetrio.core.prompt import ChatMessage
+from voicetrio.core.turn_policy import TurnVerdict
 from voicetrio.engines.scheduler import Scheduler, Slot
 
 #: The rate every engine sees: the session resamples client audio to it.
@@ -119,6 +120,36 @@ class TtsEngine(Protocol):
         ...
 
 
+class TurnJudgeError(EngineError):
+    """A turn judge could not judge. Never the client's concern: the turn
+    policy falls back to its fixed silence window (core/turn_policy.py)."""
+
+
+class TurnJudge(Protocol):
+    """Whether the user's turn sounds complete, from its last seconds of audio
+    (Smart Turn, engines/turn/). Shared by all sessions; optional: without
+    one, the end of a turn is decided by silence and the words alone."""
+
+    @property
+    def ready(self) -> bool:
+        """Whether :meth:`judge` can run now (the model is loaded)."""
+        ...
+
+    async def load(self) -> None:
+        """Load the model (in a thread); raises ModelLoadError. Idempotent."""
+        ...
+
+    def judge(self, pcm: bytes) -> TurnVerdict:
+        """Blocking: the verdict on ``pcm``, the utterance so far as 16 kHz
+        16-bit mono (only its end is heard). Raises TurnJudgeError."""
+        ...
+
+    async def judge_async(self, pcm: bytes) -> TurnVerdict:
+        """:meth:`judge` off the event loop, one run at a time; cancelling
+        abandons the run. Raises TurnJudgeError."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class Engines:
     """What a session needs: one of each, shared by all sessions but the VAD."""
@@ -153,6 +184,9 @@ __all__ = [
     "SpeechAudio",
     "TtsEngine",
     "TtsError",
+    "TurnJudge",
+    "TurnJudgeError",
+    "TurnVerdict",
     "VadEngine",
     "VadFactory",
 ]
