@@ -6,8 +6,9 @@ its items (the OpenAI Realtime API) can forget one or cut a reply down to
 what was heard; the keys of what the session itself adds are made here
 (:func:`utterance_key`, :func:`reply_key`), the client's own are its business.
 
-An *exchange* is a user entry and what follows it up to the next user entry
-(entries before the first user entry make one exchange too). The bounds are
+An *exchange* is the user's words (one entry or several in a row) and what
+follows them up to the user's next words (entries before the first user
+entry make one exchange too). The bounds are
 those of the v1 protocol's memory, counted in exchanges:
 
 * at most ``max_turns`` exchanges; ``max_turns == 0`` keeps nothing once a
@@ -129,9 +130,11 @@ class Conversation:
         return next((e for e in self._entries if e.key == key), None)
 
     def _exchange_starts(self) -> Iterator[int]:
+        previous: Role | None = None
         for i, entry in enumerate(self._entries):
-            if i == 0 or entry.role == "user":
+            if i == 0 or (entry.role == "user" and previous != "user"):
                 yield i
+            previous = entry.role
 
     def _trim(self) -> None:
         if self.max_turns == 0:

@@ -278,7 +278,10 @@ class AsrStage:
             if utterance.speculative is not None:
                 await self._drop(utterance.speculative)
             log_event(self.ctx.sid, "audio_cleared", utterance=utterance.number)
-        self._resampler = Resampler(self._rate, ENGINE_SAMPLE_RATE)
+        # The dropped audio still counts: the times told to the client are
+        # those of all the audio it sent.
+        dropped = len(self._carry) + len(self._resampler.flush())
+        self._clock_ms += dropped * 1000 // (2 * ENGINE_SAMPLE_RATE)
         self._reset_stream()
         self.ctx.sink.emit(AudioCleared())
 

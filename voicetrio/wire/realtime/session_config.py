@@ -33,6 +33,8 @@ from voicetrio.wire.realtime.formats import PCM16, AudioFormat, from_beta, from_
 Shape = Literal["ga", "beta"]
 SessionKind = Literal["realtime", "transcription"]
 
+#: The models a beta transcription session may name.
+_BETA_ASR_MODELS = ("gpt-4o-transcribe", "gpt-4o-mini-transcribe", "whisper-1")
 #: The longest pre-roll kept before the speech onset (a ring of audio frames).
 MAX_PREFIX_PADDING_MS = 2000
 
@@ -331,7 +333,7 @@ class SessionConfig:
         }
 
     def _beta(self, session_id: str) -> JsonDict:
-        common = {
+        common: JsonDict = {
             "id": session_id,
             "input_audio_format": self.input_format.name,
             "input_audio_transcription": None
@@ -341,6 +343,11 @@ class SessionConfig:
             "input_audio_noise_reduction": self.noise_reduction,
         }
         if self.kind == "transcription":
+            transcription = common["input_audio_transcription"]
+            if transcription is not None and transcription["model"] not in _BETA_ASR_MODELS:
+                # The beta transcription session names only OpenAI's models;
+                # a strict client refuses any other name.
+                common["input_audio_transcription"] = {**transcription, "model": "whisper-1"}
             return {
                 "object": "realtime.transcription_session",
                 **common,
