@@ -30,7 +30,7 @@ from voicetrio.engines.fake import words_for
 from voicetrio.server.app import Running, serve
 
 #: Replies take about a second to write: long enough to talk over one.
-CONFIG = FAST_FAKE.replace(fake_llm_first_token_ms=50, fake_llm_token_ms=40)
+CONFIG = FAST_FAKE.replace(fake_llm_first_token_ms=50, fake_llm_token_ms=50)
 TIMEOUT_S = 15.0
 
 
