@@ -72,9 +72,21 @@ class Config:
     asr_compute_type: str = "int8"
     asr_cpu_threads: int = 0
     decode_concurrency: int = 1
+    # turn-taking (core/turn_policy.py): "" picks the Smart Turn judge on the
+    # real engines when its model is installed, none on the deterministic set.
+    turn_judge: str = ""
+    turn_threshold: float = 0.5
+    turn_complete_silence_ms: int = 250
+    turn_incomplete_silence_ms: int = 2000
+    turn_judge_after_ms: int = 100
 
     # reply
     barge_in: bool = True
+    # barge-in (core/barge_in.py): speech over a reply stops it after this
+    # much speech and this many counted words, or at once on a stop word.
+    barge_in_min_ms: int = 500
+    barge_in_min_words: int = 2
+    barge_in_echo_margin_ms: int = 1000
     speculative_reply: bool = True
     system_prompt: str = ""
     memory_max_turns: int = 8
@@ -208,6 +220,13 @@ _BOUNDS: Final[dict[str, tuple[float, float]]] = {
     "max_utterance_ms": (1000, 120_000),
     "vad_energy_threshold": (1, 32767),
     "decode_concurrency": (1, 64),
+    "turn_threshold": (0.01, 0.99),
+    "turn_complete_silence_ms": (30, 2000),
+    "turn_incomplete_silence_ms": (300, 10_000),
+    "turn_judge_after_ms": (0, 2000),
+    "barge_in_min_ms": (0, 10_000),
+    "barge_in_min_words": (0, 100),
+    "barge_in_echo_margin_ms": (0, 10_000),
     "memory_max_turns": (0, 1000),
     "memory_max_chars": (0, 1_000_000),
     "openai_max_tokens": (1, 32768),
@@ -235,6 +254,7 @@ _BOUNDS: Final[dict[str, tuple[float, float]]] = {
 _CHOICES: Final[dict[str, tuple[str, ...]]] = {
     "engines": ("fake", "real"),
     "fake_llm_mode": ("normal", "hang", "fail"),
+    "turn_judge": ("", "smart", "none", "scripted"),
     "log_level": ("DEBUG", "INFO", "WARNING", "ERROR"),
     "tts_engine": ("pyttsx3", "piper", "fake"),
     "asr_compute_type": ("int8", "int8_float32", "int16", "float16", "float32", "default"),
@@ -300,6 +320,19 @@ def validate(config: Config) -> Config:
             raise ConfigError(
                 env_name(key), f"{getattr(config, key)!r} is not one of {', '.join(choices)}"
             )
+    if not (
+        config.turn_complete_silence_ms
+        <= config.vad_silence_ms
+        <= config.turn_incomplete_silence_ms
+    ):
+        # The judge never makes a turn slower than the fixed window would, and
+        # its patience is the longest wait (core/turn_policy.TurnSettings).
+        raise ConfigError(
+            "STREAM_TURN_COMPLETE_SILENCE_MS",
+            "need STREAM_TURN_COMPLETE_SILENCE_MS <= STREAM_VAD_SILENCE_MS <= "
+            f"STREAM_TURN_INCOMPLETE_SILENCE_MS, got {config.turn_complete_silence_ms}, "
+            f"{config.vad_silence_ms}, {config.turn_incomplete_silence_ms}",
+        )
     if config.openai_base_url and not config.openai_base_url.startswith(("http://", "https://")):
         raise ConfigError("OPENAI_BASE_URL", "must start with http:// or https://")
     return config

@@ -69,6 +69,8 @@ import enum
 from dataclasses import dataclass
 from typing import Literal
 
+from voicetrio.core.turn_policy import EndTurn, TurnTaker, TurnVerdict
+
 # Theory of operation
 # -------------------
 #
@@ -106,6 +108,9 @@ class EndpointConfig:
     #: The first partial cycle, after the onset; later ones follow every
     #: ``partial_interval_ms``. None: one interval, like the rest.
     first_partial_ms: int | None = None
+    #: Silence the VAD reports as speech after the voice stops: added to the
+    #: turn taker's count of silence, whose settings are the voice's.
+    hangover_ms: int = 0
 
     def __post_init__(self) -> None:
         for name in ("frame_ms", "silence_ms", "partial_interval_ms", "max_utterance_ms"):
@@ -113,7 +118,7 @@ class EndpointConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.first_partial_ms is not None and self.first_partial_ms <= 0:
             raise ValueError(f"first_partial_ms must be positive, got {self.first_partial_ms}")
-        for name in ("min_partial_growth_ms", "min_speech_ms", "preroll_ms"):
+        for name in ("min_partial_growth_ms", "min_speech_ms", "preroll_ms", "hangover_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
 
@@ -146,14 +151,28 @@ class SpeechResumed:
 
 
 @dataclass(frozen=True, slots=True)
+class JudgeDue:
+    """Run the turn judge on the utterance so far; hand its verdict back
+    with ``ticket`` (:meth:`Endpointer.verdict`)."""
+
+    at_ms: int
+    ticket: int
+
+
+@dataclass(frozen=True, slots=True)
 class UtteranceEnded:
     at_ms: int
     reason: EndReason
     start_ms: int
     speech_end_ms: int
+    #: Why the turn taker ended it ("complete", "patience", "fallback");
+    #: None when the fixed window (or a stop, or the length) did.
+    turn: str | None = None
 
 
-EndpointEvent = SpeechStarted | PartialDue | SilenceStarted | SpeechResumed | UtteranceEnded
+EndpointEvent = (
+    SpeechStarted | PartialDue | SilenceStarted | SpeechResumed | JudgeDue | UtteranceEnded
+)
 
 
 class _Phase(enum.Enum):
@@ -165,8 +184,15 @@ class _Phase(enum.Enum):
 class Endpointer:
     """Turns a stream of per-frame VAD decisions into utterance events."""
 
-    def __init__(self, config: EndpointConfig) -> None:
+    def __init__(self, config: EndpointConfig, taker: TurnTaker | None = None) -> None:
         self.config = config
+        #: Ends turns by silence, verdict and words instead of ``silence_ms``.
+        self.taker = taker
+        #: Whether a judge can be asked now: read when each silence begins.
+        self.judge_ready = taker is not None
+        self._transcript = ""
+        #: Whether the taker rules the current silence (else the fixed window).
+        self._taking = False
         #: Partial cycles skipped in the current (or most recently ended) utterance.
         self.skipped_partials = 0
         self._frames = 0
@@ -237,18 +263,39 @@ class Endpointer:
                 self._phase = _Phase.SPEECH
                 events.append(SpeechResumed(at_ms=now))
             self._speech_end_ms = now
+            self._stop_taking()
         else:
             if self._phase is _Phase.SPEECH:
                 self._phase = _Phase.TRAILING_SILENCE
                 events.append(SilenceStarted(at_ms=now))
-            if now - self._speech_end_ms >= self.config.silence_ms:
-                events.append(self._end(now, "silence"))
+                self._begin_taking()
+            ended = self._silence(now, events)
+            if ended is not None:
+                events.append(ended)
                 return events
         if self.utterance_ms >= self.config.max_utterance_ms:
             events.append(self._end(now, "max_duration"))
             return events
         events.extend(self._cycle(now))
         return events
+
+    def use_taker(self, taker: TurnTaker | None) -> None:
+        """Another taker (or none) from now on: a silence under way keeps the
+        fixed window, since the new taker did not see it begin."""
+        self._stop_taking()
+        self.taker = taker
+        self.judge_ready = taker is not None
+
+    def transcript(self, text: str) -> None:
+        """The words of the current utterance so far (a partial, the speculative final)."""
+        if self._phase is not _Phase.IDLE:
+            self._transcript = text
+
+    def verdict(self, ticket: int, verdict: TurnVerdict | None) -> None:
+        """The judge run for ``ticket`` ended: its verdict, or None if it failed.
+        Stale tickets (an earlier silence) are ignored; the next frame decides."""
+        if self.taker is not None and self._taking:
+            self.taker.answer(ticket, verdict)
 
     def stop(self) -> list[EndpointEvent]:
         """The client said stop: end the utterance, if any, and go idle."""
@@ -270,6 +317,30 @@ class Endpointer:
 
     # -------------------------------------------------------------- internals
 
+    def _begin_taking(self) -> None:
+        # A judge not ready (loading, failed to load) leaves this silence to
+        # the fixed window: the behaviour without a judge, exactly.
+        self._taking = self.taker is not None and self.judge_ready
+        if self.taker is not None and self._taking:
+            self.taker.begin(judge=True)
+
+    def _stop_taking(self) -> None:
+        if self.taker is not None and self._taking:
+            self.taker.resume()
+        self._taking = False
+
+    def _silence(self, now: int, events: list[EndpointEvent]) -> UtteranceEnded | None:
+        """The end by silence, if this silent frame ends the utterance."""
+        silence = now - self._speech_end_ms
+        if self.taker is None or not self._taking:
+            return self._end(now, "silence") if silence >= self.config.silence_ms else None
+        step = self.taker.step(silence + self.config.hangover_ms, self._transcript or None)
+        if isinstance(step.decision, EndTurn):
+            return self._end(now, "silence", turn=step.decision.reason)
+        if step.ask is not None:
+            events.append(JudgeDue(at_ms=now, ticket=step.ask))
+        return None
+
     def _open(self, now: int) -> SpeechStarted:
         config = self.config
         onset = self._onset_ms = now - self._run * config.frame_ms
@@ -277,17 +348,28 @@ class Endpointer:
         self._run = 0
         self._start_ms = max(0, onset - config.preroll_ms, self._floor_ms)
         self._speech_end_ms = now
-        first = config.partial_interval_ms if config.first_partial_ms is None else config.first_partial_ms
+        first = (
+            config.partial_interval_ms
+            if config.first_partial_ms is None
+            else config.first_partial_ms
+        )
         self._next_cycle_ms = onset + first
         self._in_flight = False
         self._last_partial_utterance_ms = None
         self.skipped_partials = 0
+        self._transcript = ""
         return SpeechStarted(at_ms=now, start_ms=self._start_ms)
 
-    def _end(self, now: int, reason: EndReason) -> UtteranceEnded:
+    def _end(self, now: int, reason: EndReason, *, turn: str | None = None) -> UtteranceEnded:
         event = UtteranceEnded(
-            at_ms=now, reason=reason, start_ms=self._start_ms, speech_end_ms=self._speech_end_ms
+            at_ms=now,
+            reason=reason,
+            start_ms=self._start_ms,
+            speech_end_ms=self._speech_end_ms,
+            turn=turn,
         )
+        self._stop_taking()
+        self._transcript = ""
         self._phase = _Phase.IDLE
         self._run = 0
         self._floor_ms = now
@@ -317,6 +399,7 @@ __all__ = [
     "EndpointConfig",
     "EndpointEvent",
     "Endpointer",
+    "JudgeDue",
     "PartialDue",
     "SilenceStarted",
     "SpeechResumed",

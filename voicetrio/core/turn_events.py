@@ -7,6 +7,9 @@ means for a turn (it is the only one that starts, releases or cancels one):
     Tentative      the speculative final     (a reply may start, its output held)
     Retracted      speech resumed after it   (the held reply is dropped unheard)
     Final          the utterance's final     (the held reply is released, or one starts)
+    HeardWords     the words so far, and how long the speech has lasted
+                   (each partial, the tentative, and the end of every
+                   utterance, with or without words): what barge-in judges
 
 Each event names its utterance (numbered from 1 in the session), so a
 ``Retracted`` or a ``Final`` never applies to another utterance's held
@@ -51,6 +54,19 @@ class Final:
     metrics: TurnMetrics
 
 
-TurnEvent = SpeechStarted | Tentative | Retracted | Final
+@dataclass(frozen=True, slots=True)
+class HeardWords:
+    """What an utterance has said so far. ``ended``: the utterance is over
+    and ``text`` is its final ("" when no words were recognized, or the
+    decode failed); it comes before that utterance's ``Final``, if any."""
 
-__all__ = ["Final", "Retracted", "SpeechStarted", "Tentative", "TurnEvent"]
+    utterance: int
+    text: str
+    #: Speech from its onset to the end of its last speech frame (ms of audio).
+    speech_ms: int
+    ended: bool = False
+
+
+TurnEvent = SpeechStarted | Tentative | Retracted | Final | HeardWords
+
+__all__ = ["Final", "HeardWords", "Retracted", "SpeechStarted", "Tentative", "TurnEvent"]

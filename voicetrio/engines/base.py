@@ -163,6 +163,9 @@ class Engines:
     decoder: Scheduler = field(default_factory=lambda: Scheduler(1))
     #: The queue in front of the LLM: one slot per reply it streams at once.
     replies: Scheduler = field(default_factory=lambda: Scheduler(64))
+    #: Whether the user's turn sounds complete (Smart Turn); None: the end
+    #: of a turn is the fixed silence window, as without one.
+    turn: TurnJudge | None = None
 
     def readiness(self) -> dict[str, bool]:
         return {"asr": self.asr.ready, "llm": self.llm.ready, "tts": self.tts.ready}

@@ -17,6 +17,7 @@ its hooks, and the server shuts down rather than sit there refusing sessions.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -40,6 +41,7 @@ from voicetrio.engines.base import (
     SpeechAudio,
     TtsEngine,
     TtsError,
+    TurnJudge,
 )
 from voicetrio.engines.load_retry import LoadRetry
 from voicetrio.engines.probe import cpu_meter, probe_turn
@@ -131,7 +133,15 @@ class EngineHost:
         from voicetrio.engines.fake import fake_engines
 
         if config.engines == "fake":
-            return fake_engines(config, self.decoder)
+            engines = fake_engines(config, self.decoder)
+            if config.turn_judge == "scripted":
+                from voicetrio.engines.turn.scripted import ScriptedTurnJudge
+
+                # Always "complete": the turn ends after the short silence.
+                engines = dataclasses.replace(
+                    engines, turn=ScriptedTurnJudge(threshold=config.turn_threshold)
+                )
+            return engines
         from voicetrio.engines.vad.webrtc import WebRtcVad
 
         fake = fake_engines(config, self.decoder)
@@ -146,6 +156,7 @@ class EngineHost:
             decoder=self.decoder,
             # A speculative reply may not take the last slot: a confirmed one needs it.
             replies=Scheduler(slots, tentative_slots=max(1, slots - 1)),
+            turn=turn_judge(config),
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -249,6 +260,21 @@ class EngineHost:
             await asr.load()
 
         starts["asr"] = ("the ASR engine", load_asr)
+        judge = engines.turn
+        if judge is not None and not judge.ready:
+
+            async def load_judge(services: trio.Nursery) -> None:
+                assert judge is not None
+                try:
+                    await judge.load()
+                except ModelLoadError as exc:
+                    # Optional: without it, turns end by the fixed silence
+                    # window, as they did before there was a judge.
+                    log_event(None, "turn_judge_unavailable", level=logging.WARNING, error=str(exc))
+                else:
+                    log_event(None, "turn_judge_loaded", judge=type(judge).__name__)
+
+            starts["turn"] = ("the turn judge", load_judge)
         if isinstance(engines.llm, GatedLlm):
             starts["llm"] = ("the LLM", engines.llm.start)
         if isinstance(engines.tts, GatedTts):
@@ -300,6 +326,27 @@ class EngineHost:
                 raise EngineLoadFailed(what, attempt, error) from error
             await trio.sleep(delay)
             attempt += 1
+
+
+def turn_judge(config: Config) -> TurnJudge | None:
+    """The turn judge of the real engine set, not loaded yet: Smart Turn
+    when asked for, or by default when its model is installed; None for
+    ``none`` (the fixed silence window)."""
+    choice = config.turn_judge
+    if choice == "none":
+        return None
+    if choice == "scripted":
+        from voicetrio.engines.turn.scripted import ScriptedTurnJudge
+
+        return ScriptedTurnJudge(threshold=config.turn_threshold, ready=False)
+    from voicetrio.engines.turn.smart_turn import SmartTurnJudge, model_path
+
+    if choice == "":
+        try:
+            model_path()
+        except ModelLoadError:
+            return None  # not installed: the default is then no judge
+    return SmartTurnJudge(threshold=config.turn_threshold)
 
 
 def first_leaf(exc: BaseException, kind: type[_E]) -> _E | None:

@@ -20,6 +20,17 @@ cancel scope) and ``Retracted`` follows; if the window closes, its result
 is the final, ready (or nearly) the moment the turn ends. Audio at any rate
 from 8 to 48 kHz is resampled to 16 kHz first.
 
+With a turn judge (``engines.turn``, Smart Turn) and the server's own silence
+window, the window varies (:mod:`voicetrio.core.turn_policy`): the endpointer
+says when the judge is due (``JudgeDue``), the stage runs it in its nursery on
+the utterance's audio (dropped if speech resumes or the utterance ends), and
+hands the verdict back, with the words so far (partials, the speculative
+final). The speculative decode still starts when silence begins; its
+``Tentative`` is confirmed by the ``Final`` whenever the policy's window
+closes. A judge not loaded, or failed, leaves the fixed window. Every
+utterance's words so far also go downstream as ``HeardWords`` (with its
+length of speech): barge-in judges them.
+
 A client that takes turns itself (the Realtime API) may also end the turn now
 (``Commit``: the stream goes on, unlike ``Stop``), drop the audio not yet
 finalized (``ClearAudio``), change the audio rate and how turns end
@@ -57,9 +68,16 @@ from voicetrio.core.events import (
 )
 from voicetrio.core.metrics import TurnMetrics
 from voicetrio.core.resample import Resampler, resample
-from voicetrio.core.turn_events import Final, Retracted, SpeechStarted, Tentative
+from voicetrio.core.turn_events import Final, HeardWords, Retracted, SpeechStarted, Tentative
+from voicetrio.core.turn_policy import TurnSettings, TurnTaker, TurnVerdict
 from voicetrio.core.work_queue import Lane
-from voicetrio.engines.base import ENGINE_SAMPLE_RATE, VAD_FRAME_MS, EngineError, Engines
+from voicetrio.engines.base import (
+    ENGINE_SAMPLE_RATE,
+    VAD_FRAME_MS,
+    EngineError,
+    Engines,
+    TurnJudge,
+)
 from voicetrio.logs import log_event
 from voicetrio.session.stage import Downstream, StageContext
 
@@ -145,11 +163,17 @@ class _Utterance:
     start_ms: int
     pcm: bytearray
     metrics: TurnMetrics
+    #: The start of its first speech frame (the endpointer's ms).
+    onset_ms: int = 0
     last_partial: str = ""
     #: The scope of the partial decode in flight (at most one).
     partial: trio.CancelScope | None = None
     #: The final, decoded early while the silence window runs.
     speculative: _Decode | None = None
+    #: The scope of the turn judge's run in flight (at most one).
+    judging: trio.CancelScope | None = None
+    #: The latest verdict, for the log.
+    verdict: TurnVerdict | None = None
 
 
 @dataclass(slots=True)
@@ -157,6 +181,8 @@ class _PendingFinal:
     decode: _Decode
     started: bool
     reason: str
+    #: The utterance's speech (onset to its last speech frame), in ms.
+    speech_ms: int = 0
 
 
 @dataclass(slots=True)
@@ -187,7 +213,7 @@ class AsrStage:
         #: Audio time before the current endpointer (which counts from 0):
         #: the times told to the client count from the session's first audio.
         self._clock_ms = 0
-        self.endpointer = ep.Endpointer(self.endpoint_config)
+        self.endpointer = ep.Endpointer(self.endpoint_config, self._taker())
         self._reset_stream()
 
     def _endpoint_config(self, turns: inputs.TurnTaking) -> ep.EndpointConfig:
@@ -207,7 +233,25 @@ class AsrStage:
             partial_interval_ms=config.partial_interval_ms,
             first_partial_ms=config.first_partial_ms,
             max_utterance_ms=config.max_utterance_ms,
+            hangover_ms=hangover,
             **preroll,
+        )
+
+    def _taker(self) -> TurnTaker | None:
+        """The turn taker, when a judge is configured and the session keeps the
+        server's silence window: a client that set its own window (or takes
+        turns itself) gets exactly that."""
+        config = self.ctx.config
+        turns = self._turns
+        if self.ctx.engines.turn is None or not turns.detect or turns.silence_ms is not None:
+            return None
+        return TurnTaker(
+            TurnSettings(
+                complete_silence_ms=config.turn_complete_silence_ms,
+                incomplete_silence_ms=config.turn_incomplete_silence_ms,
+                fallback_silence_ms=config.vad_silence_ms,
+                judge_after_ms=config.turn_judge_after_ms,
+            )
         )
 
     def _ring_frames(self) -> int:
@@ -216,7 +260,7 @@ class AsrStage:
 
     def _reset_stream(self) -> None:
         self._clock_ms += self.endpointer.now_ms
-        self.endpointer = ep.Endpointer(self.endpoint_config)
+        self.endpointer = ep.Endpointer(self.endpoint_config, self._taker())
         self.vad.reset()
         self._carry = bytearray()
         self._ring: deque[_Frame] = deque(maxlen=self._ring_frames())
@@ -299,6 +343,7 @@ class AsrStage:
             # The endpointer reads its config at every frame, so a new silence
             # window applies to the utterance in progress too.
             self.endpointer.config = self.endpoint_config
+            self.endpointer.use_taker(self._taker())
             self._ring = deque(self._ring, maxlen=self._ring_frames())
 
     async def _audio(
@@ -312,6 +357,8 @@ class AsrStage:
             self._ring.append(_Frame(start_ms, frame, arrived))
             if self._open is not None:
                 self._open.pcm += frame
+            judge = self.ctx.engines.turn
+            self.endpointer.judge_ready = judge is not None and judge.ready
             events = self.endpointer.push(self.vad.is_speech(frame))
             if events:
                 await self._handle(events, finals)
@@ -333,7 +380,10 @@ class AsrStage:
             elif isinstance(event, ep.SilenceStarted):
                 self._start_speculative()
             elif isinstance(event, ep.SpeechResumed):
+                self._stop_judging()
                 await self._retract()
+            elif isinstance(event, ep.JudgeDue):
+                self._start_judge(event)
             elif isinstance(event, ep.UtteranceEnded):
                 await self._close_utterance(event, finals, reason or event.reason)
 
@@ -347,6 +397,7 @@ class AsrStage:
             event.start_ms,
             bytearray(b"".join(f.pcm for f in frames)),
             TurnMetrics(onset.arrived),
+            onset_ms=onset_ms,
         )
         self._open = utterance
         log_event(self.ctx.sid, "speech_start", at_ms=event.at_ms)
@@ -396,6 +447,65 @@ class AsrStage:
                 PartialTranscript(text, utterance.number),
                 on_sent=utterance.metrics.mark_first_partial,
             )
+            await self._heard(utterance, text)
+
+    def _speech_ms(self) -> int:
+        """The open utterance's speech so far (onset to its last speech frame)."""
+        onset, end = self.endpointer.onset_ms, self.endpointer.speech_end_ms
+        return 0 if onset is None or end is None else max(0, end - onset)
+
+    async def _heard(self, utterance: _Utterance, text: str) -> None:
+        """The words so far, to the endpointer (an unfinished phrase keeps the
+        turn open) and downstream (barge-in)."""
+        if self._open is not utterance:
+            return
+        self.endpointer.transcript(text)
+        await self.out.send(HeardWords(utterance.number, text, self._speech_ms()))
+
+    def _start_judge(self, event: ep.JudgeDue) -> None:
+        utterance, judge = self._open, self.ctx.engines.turn
+        if utterance is None or judge is None:
+            return
+        self._stop_judging()
+        utterance.judging = scope = trio.CancelScope()
+        pcm = bytes(utterance.pcm)
+        self._nursery.start_soon(self._judge, utterance, judge, event.ticket, pcm, scope)
+
+    async def _judge(
+        self,
+        utterance: _Utterance,
+        judge: TurnJudge,
+        ticket: int,
+        pcm: bytes,
+        scope: trio.CancelScope,
+    ) -> None:
+        verdict: TurnVerdict | None = None
+        started = trio.current_time()
+        with scope:
+            try:
+                verdict = await judge.judge_async(pcm)
+            except EngineError as exc:
+                # The policy falls back to the fixed window for this silence.
+                log_event(self.ctx.sid, "turn_judge_fail", level=logging.WARNING, reason=str(exc))
+        if scope.cancelled_caught or self._open is not utterance:
+            return  # speech resumed or the utterance ended: the verdict is stale
+        utterance.judging = None
+        utterance.verdict = verdict
+        self.endpointer.verdict(ticket, verdict)
+        if verdict is not None:
+            log_event(
+                self.ctx.sid,
+                "turn_judged",
+                probability=round(verdict.probability, 3),
+                complete=verdict.complete,
+                judge_ms=round((trio.current_time() - started) * 1000),
+            )
+
+    def _stop_judging(self) -> None:
+        utterance = self._open
+        if utterance is not None and utterance.judging is not None:
+            utterance.judging.cancel()
+            utterance.judging = None
 
     def _start_speculative(self) -> None:
         utterance = self._open
@@ -403,10 +513,13 @@ class AsrStage:
             return
         decode = _Decode(utterance.number, bytes(utterance.pcm), utterance.metrics)
         utterance.speculative = decode
-        self._nursery.start_soon(decode.run, self.ctx.engines, partial(self._tentative, decode))
+        self._nursery.start_soon(
+            decode.run, self.ctx.engines, partial(self._tentative, utterance, decode)
+        )
 
-    async def _tentative(self, decode: _Decode, text: str) -> None:
+    async def _tentative(self, utterance: _Utterance, decode: _Decode, text: str) -> None:
         await self.out.send(Tentative(decode.utterance, text, decode.metrics))
+        await self._heard(utterance, text)
 
     async def _retract(self) -> None:
         utterance = self._open
@@ -423,6 +536,7 @@ class AsrStage:
     async def _close_utterance(
         self, event: ep.UtteranceEnded, finals: trio.MemorySendChannel[_Pending], reason: str
     ) -> None:
+        self._stop_judging()
         utterance, self._open = self._open, None
         if utterance is not None and utterance.partial is not None:
             utterance.partial.cancel()
@@ -441,25 +555,31 @@ class AsrStage:
         keep = min(len(utterance.pcm), keep_ms * ENGINE_SAMPLE_RATE // 1000 * 2)
         pcm = bytes(utterance.pcm[:keep])
         speculative = utterance.speculative
+        speech_ms = max(0, event.speech_end_ms - utterance.onset_ms)
         if not pcm:
             if speculative is not None:
                 await self._drop(speculative)
             self.ctx.sink.emit(NoTranscript(utterance.number, False, "no audio to transcribe"))
+            await self.out.send(HeardWords(utterance.number, "", speech_ms, ended=True))
             return
+        verdict = utterance.verdict
         log_event(
             self.ctx.sid,
             "utterance_end",
             reason=reason,
             audio_ms=len(pcm) // 32,
             speculative=speculative is not None,
+            turn=event.turn,
+            silence_ms=event.at_ms - event.speech_end_ms,
+            verdict=None if verdict is None else round(verdict.probability, 3),
         )
         # A speculative decode covers every speech frame: nothing but silence
         # came after it began, or it would have been dropped.
         if speculative is not None:
-            await finals.send(_PendingFinal(speculative, True, reason))
+            await finals.send(_PendingFinal(speculative, True, reason, speech_ms))
         else:
             decode = _Decode(utterance.number, pcm, utterance.metrics)
-            await finals.send(_PendingFinal(decode, False, reason))
+            await finals.send(_PendingFinal(decode, False, reason, speech_ms))
 
     async def _finalizer(self, pending: trio.MemoryReceiveChannel[_Pending]) -> None:
         async with pending:
@@ -491,6 +611,10 @@ class AsrStage:
             await decode.done.wait()
         else:
             await decode.run(self.ctx.engines)
+        # Every utterance's end goes downstream, words or none: a barge-in
+        # candidate waits for it.
+        ended = HeardWords(decode.utterance, decode.text or "", item.speech_ms, ended=True)
+        await self.out.send(ended)
         if decode.error is not None or decode.text is None:
             reason = str(decode.error) if decode.error else "decode cancelled"
             log_event(self.ctx.sid, "asr_fail", level=logging.WARNING, reason=reason)

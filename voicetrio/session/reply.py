@@ -3,7 +3,13 @@
 It reads the ASR stage's turn events (:mod:`voicetrio.core.turn_events`) and is
 the only code that starts, releases or cancels a :class:`~voicetrio.session.turn.Turn`:
 
-* ``SpeechStarted`` while a reply is playing: barge-in, the reply is cancelled;
+* ``SpeechStarted`` while a reply is playing: a barge-in *candidate*. The
+  utterance's words so far (``HeardWords``: partials, the tentative, its
+  end) are judged by :func:`voicetrio.core.barge_in.decide` against what the
+  reply said meanwhile: a stop word, or enough speech and enough words that
+  are neither backchannels nor the reply's own echo, cancel the reply (and
+  the utterance is answered); noise, echo and backchannels are not answered
+  at all; a short reaction is answered after the reply;
 * ``Tentative``: a speculative reply starts, its output held (if nothing else
   is being answered: never two replies at once);
 * ``Retracted``: the held reply is dropped, unheard, without a memory trace;
@@ -27,10 +33,11 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 
+from voicetrio.core import barge_in
 from voicetrio.core.codes import ErrorCode
 from voicetrio.core.conversation import Conversation, utterance_key
 from voicetrio.core.events import (
@@ -50,7 +57,7 @@ from voicetrio.core.metrics import TurnMetrics
 
 # The default system prompt, by the name the benchmarks import it under.
 from voicetrio.core.prompt import SPOKEN_SYSTEM_PROMPT as SPOKEN_SYSTEM_PROMPT
-from voicetrio.core.turn_events import Final, Retracted, SpeechStarted, Tentative
+from voicetrio.core.turn_events import Final, HeardWords, Retracted, SpeechStarted, Tentative
 from voicetrio.logs import log_event
 from voicetrio.session.stage import Downstream, StageContext
 from voicetrio.session.turn import Turn
@@ -68,10 +75,32 @@ class _Held:
     turn: Turn
 
 
+@dataclass(slots=True)
+class _Candidate:
+    """Speech over a reply, not yet known to be a turn of its own."""
+
+    utterance: int
+    turn: Turn
+    #: When its speech was heard (trio time): the reply said since a margin
+    #: before this may come back as echo.
+    at: float
+    #: The text the decision was last made on (a repeat changes nothing).
+    seen: list[str] = field(default_factory=list)
+
+
 class ReplyStage:
     def __init__(self, ctx: StageContext) -> None:
         self.ctx = ctx
         config = ctx.config
+        self.barge_in_settings = barge_in.BargeInSettings(
+            min_speech_ms=config.barge_in_min_ms,
+            min_words=config.barge_in_min_words,
+            echo_margin_ms=config.barge_in_echo_margin_ms,
+        )
+        self._candidate: _Candidate | None = None
+        #: Utterances over a reply that were noise, echo or backchannels:
+        #: their finals are not answered.
+        self._unanswered: set[int] = set()
         self.conversation = Conversation(config.memory_max_turns, config.memory_max_chars)
         #: The reply being given (or the last one: its audio may still play).
         self.turn: Turn | None = None
@@ -99,13 +128,23 @@ class ReplyStage:
 
     async def _handle(self, event: Downstream) -> None:
         if isinstance(event, SpeechStarted):
-            self._barge_in(event.at)
+            self._speech_started(event)
+        elif isinstance(event, HeardWords):
+            self._judge_candidate(event)
         elif isinstance(event, Tentative):
+            if self._candidate is not None and self._candidate.utterance == event.utterance:
+                return  # words over a reply: not a turn of its own (yet)
             await self._hold(event)
         elif isinstance(event, Retracted):
             if self._held is not None and self._held.utterance == event.utterance:
                 self._drop_held()
         elif isinstance(event, Final):
+            if event.utterance in self._unanswered:
+                self._unanswered.discard(event.utterance)
+                if self._held is not None and self._held.utterance == event.utterance:
+                    self._drop_held()
+                log_event(self.ctx.sid, "final_unanswered", utterance=event.utterance)
+                return
             if not self._turns.reply:
                 # Heard, not answered: the words wait in the conversation.
                 self.conversation.add(utterance_key(event.utterance), "user", event.text)
@@ -163,11 +202,48 @@ class ReplyStage:
     def _live(self) -> bool:
         return self.turn is not None and self.turn.active
 
-    def _barge_in(self, at: float) -> None:
+    def _speech_started(self, event: SpeechStarted) -> None:
+        """Speech while a reply plays opens a candidate: see the module docstring."""
         turn = self.turn
         allowed = self.ctx.config.barge_in and self._turns.interrupt
-        if not allowed or turn is None or not turn.speaking(at):
+        self._candidate = None
+        if not allowed or turn is None or not turn.speaking(event.at):
             return
+        self._candidate = _Candidate(event.utterance, turn, event.at)
+        # With no minimum of speech or words, any speech is a barge-in at once.
+        self._judge_candidate(HeardWords(event.utterance, "", 0))
+
+    def _judge_candidate(self, heard: HeardWords) -> None:
+        candidate = self._candidate
+        if candidate is None or candidate.utterance != heard.utterance:
+            return
+        settings = self.barge_in_settings
+        now = trio.current_time()
+        reply_text = candidate.turn.said_between(candidate.at - settings.echo_margin_ms / 1000, now)
+        decision = barge_in.decide(
+            settings, barge_in.Heard(heard.speech_ms, heard.text, reply_text, heard.ended)
+        )
+        if isinstance(decision, barge_in.Listen):
+            return
+        self._candidate = None
+        if isinstance(decision, barge_in.Interrupt):
+            self._barge_in(candidate.turn, decision.reason, heard.speech_ms)
+            return
+        log_event(
+            self.ctx.sid,
+            "barge_in_ignored",
+            utterance=heard.utterance,
+            reason=decision.reason,
+            words=len(barge_in.words(heard.text)),
+            speech_ms=heard.speech_ms,
+        )
+        if decision.reason != "short":
+            # Noise, the reply's own echo, "uh-huh": nobody asked anything.
+            self._unanswered.add(heard.utterance)
+
+    def _barge_in(self, turn: Turn, reason: str, speech_ms: int) -> None:
+        if not turn.speaking(trio.current_time()):
+            return  # it ended and was played meanwhile: nothing to stop
         was_active = turn.active
         if was_active:
             dropped = self._cancel(turn, "speech")
@@ -176,7 +252,15 @@ class ReplyStage:
             # to stop playing it, and it no longer counts as playing.
             dropped = 0
             turn.playback_end = -math.inf
-        log_event(self.ctx.sid, "barge_in", turn=turn.id, dropped=dropped, active=was_active)
+        log_event(
+            self.ctx.sid,
+            "barge_in",
+            turn=turn.id,
+            dropped=dropped,
+            active=was_active,
+            reason=reason,
+            speech_ms=speech_ms,
+        )
         self.ctx.sink.emit(Info("barge_in", "user spoke over the reply; stopping it"))
 
     async def _hold(self, tentative: Tentative) -> None:
@@ -220,7 +304,9 @@ class ReplyStage:
             self.ctx,
             self.conversation,
             transcript_id="",
-            instructions=self._instructions if request.instructions is None else request.instructions,
+            instructions=self._instructions
+            if request.instructions is None
+            else request.instructions,
             speak=self._speak if request.speak is None else request.speak,
         )
         self.turn = turn

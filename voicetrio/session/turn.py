@@ -32,6 +32,7 @@ from collections.abc import Callable
 import trio
 
 from voicetrio.core.audio import SpeechAudio
+from voicetrio.core.barge_in import SpokenPhrase, recent_reply
 from voicetrio.core.codes import ErrorCode
 from voicetrio.core.conversation import Conversation, reply_key, utterance_key
 from voicetrio.core.events import (
@@ -93,6 +94,10 @@ class Turn:
         self.reply_text = ""
         #: Each phrase spoken and its seconds of audio, in order.
         self.spoken: list[tuple[str, float]] = []
+        #: Each phrase and when the client plays it (server clock, estimated
+        #: from when its audio was written): what an open microphone may
+        #: hear of the reply, for barge-in.
+        self.played: list[SpokenPhrase] = []
         #: How much of the speech the client played, if it cut it short.
         self._heard_ms: int | None = None
         self._remembered = False
@@ -120,6 +125,10 @@ class Turn:
 
     def speaking(self, now: float) -> bool:
         return self.active or now < self.playback_end
+
+    def said_between(self, since: float, until: float) -> str:
+        """The reply's phrases played (by estimate) at any time in ``[since, until]``."""
+        return recent_reply(self.played, since, until)
 
     def cancel(self) -> int:
         """Stop the turn now; returns how many of its queued events were dropped."""
@@ -370,15 +379,18 @@ class Turn:
                     )
                     continue
                 self.spoken.append((phrase, audio.duration_s))
-                self._emit_audio(seq, audio)
+                self._emit_audio(seq, phrase, audio)
                 self.emit(PhraseSpoken(self.id, seq))
 
-    def _emit_audio(self, seq: int, audio: SpeechAudio) -> None:
+    def _emit_audio(self, seq: int, phrase: str, audio: SpeechAudio) -> None:
         metrics = self.metrics
 
         def sent(now: float) -> None:
             metrics.mark_first_audio(now)
-            self.playback_end = max(self.playback_end, now) + audio.duration_s
+            # The client plays it after what it was sent before, or now.
+            start = max(self.playback_end, now)
+            self.playback_end = start + audio.duration_s
+            self.played.append(SpokenPhrase(phrase, start, self.playback_end))
 
         self.emit(SpeechChunk(self.id, seq, audio), on_sent=sent)
 

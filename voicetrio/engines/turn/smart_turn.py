@@ -170,7 +170,11 @@ class SmartTurnJudge:
         # Concurrent callers wait for one load rather than each loading a copy.
         async with self._loading:
             if not self.ready:
-                await trio.to_thread.run_sync(self.load_sync, abandon_on_cancel=True)
+                # Not abandoned on cancel: a process that exits while
+                # onnxruntime is still opening the model in a thread aborts
+                # (SIGABRT), e.g. when another engine failed to load. The
+                # load takes about a second; the cancel waits for it.
+                await trio.to_thread.run_sync(self.load_sync)
 
     # --- judging ------------------------------------------------------------
 
