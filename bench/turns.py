@@ -26,6 +26,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 from collections import deque
 from dataclasses import dataclass, field
@@ -89,6 +90,8 @@ class Outcome:
     speech_end_s: float
     finals: list[tuple[float, str]] = field(default_factory=list)
     first_audio_s: float | None = None
+    #: Every reply's first audio (client seconds).
+    reply_audio_s: list[float] = field(default_factory=list)
     barge_in_s: float | None = None
     interject_end_s: float | None = None
     replies_done: int = 0
@@ -160,9 +163,12 @@ async def run_case(url: str, case: Case) -> Outcome:
                     kind = event.type
                     if kind == "final_transcript":
                         outcome.finals.append((at, event.event["text"]))
-                    elif kind == "tts_chunk" and outcome.first_audio_s is None:
-                        outcome.first_audio_s = at
-                        first_audio.set()
+                    elif kind == "tts_chunk":
+                        if event.event.get("seq") == 1:
+                            outcome.reply_audio_s.append(at)
+                        if outcome.first_audio_s is None:
+                            outcome.first_audio_s = at
+                            first_audio.set()
                     elif kind == "llm_token" and event.event.get("done"):
                         outcome.replies_done += 1
                     elif kind == "info" and event.event.get("event") == "barge_in":
@@ -173,6 +179,19 @@ async def run_case(url: str, case: Case) -> Outcome:
                 # The microphone ended: what is still coming is read above.
             nursery.cancel_scope.cancel()
     return outcome
+
+
+def to_final(o: Outcome) -> float:
+    """End of the question's speech to the final that covers it (the last of a
+    split question: the first answered half a question); NaN without one."""
+    after = [at for at, _ in o.finals if at > o.speech_end_s]
+    return after[0] - o.speech_end_s if after else float("nan")
+
+
+def to_audio(o: Outcome) -> float:
+    """End of the question's speech to the first audio of a reply begun after it."""
+    after = [at for at in o.reply_audio_s if at > o.speech_end_s]
+    return after[0] - o.speech_end_s if after else float("nan")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -199,12 +218,8 @@ async def main(rounds: int, env: dict[str, str]) -> None:
             outcome = await run_case(url, case)
             results.append(outcome)
             finals = " | ".join(text for _, text in outcome.finals)
-            first = outcome.finals[0][0] - outcome.speech_end_s if outcome.finals else float("nan")
-            audio = (
-                outcome.first_audio_s - outcome.speech_end_s
-                if outcome.first_audio_s is not None
-                else float("nan")
-            )
+            first = to_final(outcome)
+            audio = to_audio(outcome)
             barge = (
                 f" barge_in {1000 * (outcome.barge_in_s - (outcome.interject_end_s or 0)):5.0f} ms"
                 if outcome.barge_in_s is not None and outcome.interject_end_s is not None
@@ -219,14 +234,10 @@ async def main(rounds: int, env: dict[str, str]) -> None:
     complete = [o for o in results if o.case.kind == "complete"]
     print(f"settings: {env or 'defaults'}")
     for label, group in (("complete", complete), ("all questions", questions)):
-        to_final = [o.finals[0][0] - o.speech_end_s for o in group if o.finals]
-        to_audio = [
-            o.first_audio_s - o.speech_end_s
-            for o in group
-            if o.first_audio_s is not None and o.first_audio_s > o.speech_end_s
-        ]
-        print(summary(f"{label}: end of speech -> final", to_final))
-        print(summary(f"{label}: end of speech -> first audio", to_audio))
+        latencies = [t for t in map(to_final, group) if not math.isnan(t)]
+        audios = [t for t in map(to_audio, group) if not math.isnan(t)]
+        print(summary(f"{label}: end of speech -> final", latencies))
+        print(summary(f"{label}: end of speech -> first audio", audios))
     for kind in ("pause", "mid-thought"):
         group = [o for o in results if o.case.kind == kind]
         split = sum(len(o.finals) > 1 for o in group)
