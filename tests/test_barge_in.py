@@ -115,8 +115,13 @@ def test_one_word_is_a_reaction_answered_after_the_reply() -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["Uh-huh.", "Yeah.", "Mm-hmm", "Yeah, yeah, okay.", "Oh, I see.", "Right, got it."]
-)
+    "text",
+    [
+        "Uh-huh.", "Yeah.", "Mm-hmm", "Yeah, yeah, okay.", "Oh, I see.", "Right, got it.",
+        # As Whisper tiny.en writes espeak's "uh-huh" and "mm-hmm".
+        "Uh-uh.", "Mm-mm",
+    ],
+)  # fmt: skip
 def test_backchannels_never_interrupt_however_long(text: str) -> None:
     assert hear(text, 3000) == Listen()
     assert hear(text, 3000, ended=True) == Ignore("backchannel")

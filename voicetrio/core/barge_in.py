@@ -50,10 +50,12 @@ STOP_PHRASES: Final = (
     ("excuse", "me"),
     ("be", "quiet"),
 )
-#: Listener tokens and fillers: they say "go on", never "stop".
+#: Listener tokens and fillers: they say "go on", never "stop". "uhuh" and
+#: "mmmm" are how Whisper tiny.en writes a spoken "uh-huh" and "mm-hmm"
+#: ("Uh-uh.", "Mm-mm.", bench/turns.py); a refusal still has "no".
 BACKCHANNELS: Final = frozenset(
     {
-        "uhhuh", "mmhmm", "mhm", "mhmm", "mmhm", "mm", "mmm", "hmm", "hm", "uh", "um",
+        "uhhuh", "uhuh", "mmhmm", "mmmm", "mhm", "mhmm", "mmhm", "mm", "mmm", "hmm", "hm", "uh", "um",
         "umm", "uhm", "er", "erm", "ah", "oh", "aha", "ahh", "ohh", "yeah", "yes", "yep",
         "yup", "ya", "ok", "okay", "kay", "right", "sure", "alright", "cool", "nice",
         "great", "wow", "really", "indeed", "exactly", "totally", "true", "good", "fine",
