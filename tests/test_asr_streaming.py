@@ -242,7 +242,7 @@ async def test_http_transcription_endpoints(nursery: trio.Nursery) -> None:
             400,
             "BAD_REQUEST",
             files={"file": ("q.wav", wav_file(pcm))},
-            data={"response_format": "srt"},
+            data={"response_format": "xml"},
         )
 
 

@@ -42,11 +42,11 @@ from voicetrio.server.front import Connections, finish_request_first, serve_app
 GUARD_S = 10
 
 BOUNDARY = "keepalive-test"
-#: A form that /v1/audio/transcriptions reads whole, then refuses (400).
-SRT_FORM = (
+#: A form that /v1/audio/transcriptions reads whole, then refuses (400: no such format).
+XML_FORM = (
     f"--{BOUNDARY}\r\n"
     'Content-Disposition: form-data; name="response_format"\r\n\r\n'
-    f"srt\r\n--{BOUNDARY}--\r\n"
+    f"xml\r\n--{BOUNDARY}--\r\n"
 ).encode()
 MULTIPART = f"Content-Type: multipart/form-data; boundary={BOUNDARY}"
 HEALTH = b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n"
@@ -201,7 +201,7 @@ async def test_an_answer_before_the_body_leaves_the_connection_answering(
     server = await start(nursery, **changes)
     async with open_raw(server.port) as connection:
         early, after = await answer_then_body(
-            connection, post_head(target, len(SRT_FORM), *headers), SRT_FORM, apart=apart
+            connection, post_head(target, len(XML_FORM), *headers), XML_FORM, apart=apart
         )
         assert early.status == status
         if code is not None:
@@ -228,11 +228,11 @@ async def test_an_early_answer_that_says_close_closes_once_the_body_is_in(
 async def test_a_request_whose_body_was_read_keeps_the_connection(nursery: trio.Nursery) -> None:
     server = await start(nursery)
     async with open_raw(server.port) as connection:
-        form = post_head("/v1/audio/transcriptions", len(SRT_FORM), MULTIPART) + SRT_FORM
+        form = post_head("/v1/audio/transcriptions", len(XML_FORM), MULTIPART) + XML_FORM
         await connection.send(form)
         refused = await connection.answer()
         assert refused is not None and refused.status == 400  # after reading the form
-        assert "srt" in refused.json()["error"]["message"]
+        assert "xml" in refused.json()["error"]["message"]
         assert "connection" not in refused.headers
         await connection.send(HEALTH)
         health = await connection.answer()
@@ -257,7 +257,7 @@ async def test_an_httpx_pool_reuses_a_connection_after_an_early_401(nursery: tri
             while refused() == 0:
                 await trio.testing.wait_all_tasks_blocked()
         await trio.testing.wait_all_tasks_blocked()
-        yield SRT_FORM
+        yield XML_FORM
 
     base = f"http://127.0.0.1:{server.port}"
     async with httpx.AsyncClient(base_url=base, timeout=GUARD_S) as http:
@@ -266,7 +266,7 @@ async def test_an_httpx_pool_reuses_a_connection_after_an_early_401(nursery: tri
             content=late_body(),
             headers={
                 "Content-Type": f"multipart/form-data; boundary={BOUNDARY}",
-                "Content-Length": str(len(SRT_FORM)),
+                "Content-Length": str(len(XML_FORM)),
                 "Authorization": "Bearer wrong",
             },
         )

@@ -10,6 +10,9 @@ Error tree::
 
     EngineError            (code says which protocol error the session sends)
      +-- AsrError          ASR_FAIL
+     |    +-- AsrUnsupported           a file request the model cannot do (not a failure)
+     |         +-- TranslationUnsupported   translate on an English-only model
+     |         +-- LanguageUnsupported      a language the model does not know
      +-- LlmError          LLM_FAIL
      +-- TtsError          TTS_FAIL
      +-- ModelLoadError    MODEL_LOAD_FAIL (fatal for the session)
@@ -27,6 +30,7 @@ from typing import Literal, Protocol
 from voicetrio.core.audio import SpeechAudio
 from voicetrio.core.codes import ErrorCode
 from voicetrio.core.prompt import ChatMessage
+from voicetrio.core.transcript import FileRequest, FileTranscript, Segment, Word
 from voicetrio.core.turn_policy import TurnVerdict
 from voicetrio.engines.scheduler import Scheduler, Slot
 
@@ -42,6 +46,23 @@ class EngineError(Exception):
 
 class AsrError(EngineError):
     code = ErrorCode.ASR_FAIL
+
+
+class AsrUnsupported(AsrError):
+    """A file request this model cannot do as asked: the caller's to change, not
+    a failure. ``param`` names the request field at fault."""
+
+    param = "model"
+
+
+class TranslationUnsupported(AsrUnsupported):
+    """Translation asked of an English-only model."""
+
+
+class LanguageUnsupported(AsrUnsupported):
+    """A spoken language the model does not know (any but English on ``tiny.en``)."""
+
+    param = "language"
 
 
 class LlmError(EngineError):
@@ -91,6 +112,24 @@ class AsrEngine(Protocol):
         the urgent lane for a final, the tentative lane for a partial).
         The upload routes call it too, with a whole file decoded to PCM, as
         one final decode. Raises AsrError."""
+        ...
+
+
+class FileAsrEngine(Protocol):
+    """Whole-file transcription with timings: the OpenAI upload routes'.
+
+    Apart from :class:`AsrEngine` because a streaming engine need not give
+    timings: an engine set without one serves uploads as one untimed
+    segment (:class:`~voicetrio.engines.asr.whole_file.WholeFileAsr`).
+    """
+
+    async def transcribe_file(self, pcm: bytes, request: FileRequest) -> FileTranscript:
+        """Segments (and words, if ``request.words``) of ``pcm``, a whole file
+        as 16 kHz 16-bit mono, decoded in the shared decoder's queue as a
+        final is. ``request.task`` "translate" gives English text. Raises
+        AsrUnsupported for what the model cannot do (translation by an
+        English-only model, a language it does not know), AsrError for a
+        failed decode."""
         ...
 
 
@@ -163,6 +202,9 @@ class Engines:
     decoder: Scheduler = field(default_factory=lambda: Scheduler(1))
     #: The queue in front of the LLM: one slot per reply it streams at once.
     replies: Scheduler = field(default_factory=lambda: Scheduler(64))
+    #: Uploads with timings (segments, words, translation); None: ``asr`` serves
+    #: them as one untimed segment.
+    files: FileAsrEngine | None = None
     #: Whether the user's turn sounds complete (Smart Turn); None: the end
     #: of a turn is the fixed silence window, as without one.
     turn: TurnJudge | None = None
@@ -177,14 +219,21 @@ __all__ = [
     "VAD_FRAME_MS",
     "AsrEngine",
     "AsrError",
+    "AsrUnsupported",
     "ChatMessage",
     "EngineError",
     "EngineName",
     "Engines",
+    "FileAsrEngine",
+    "FileRequest",
+    "FileTranscript",
+    "LanguageUnsupported",
     "LlmEngine",
     "LlmError",
     "ModelLoadError",
+    "Segment",
     "SpeechAudio",
+    "TranslationUnsupported",
     "TtsEngine",
     "TtsError",
     "TurnJudge",
@@ -192,4 +241,5 @@ __all__ = [
     "TurnVerdict",
     "VadEngine",
     "VadFactory",
+    "Word",
 ]

@@ -31,9 +31,15 @@ from voicetrio.engines.base import (
     AsrError,
     ChatMessage,
     Engines,
+    FileRequest,
+    FileTranscript,
+    LanguageUnsupported,
     LlmError,
+    Segment,
     SpeechAudio,
+    TranslationUnsupported,
     TtsError,
+    Word,
 )
 from voicetrio.engines.scheduler import Scheduler, Slot
 
@@ -106,13 +112,16 @@ class FakeAsr:
         delay_s: float = 0.02,
         scheduler: Scheduler | None = None,
         fail: bool = False,
+        multilingual: bool = False,
     ) -> None:
         _check_delay("delay_s", delay_s)
         self.delay_s = delay_s
         self.scheduler = scheduler
         self.fail = fail
+        self.multilingual = multilingual
         self.calls = 0
         self.final_calls = 0
+        self.file_calls = 0
 
     async def transcribe(self, pcm: bytes, *, final: bool, slot: Slot | None = None) -> str:
         self.calls += 1
@@ -125,20 +134,81 @@ class FakeAsr:
             raise AsrError("scripted ASR failure (FakeAsr(fail=True))")
         return words_for(pcm)
 
+    async def transcribe_file(self, pcm: bytes, request: FileRequest) -> FileTranscript:
+        if not self.multilingual:
+            if request.task == "translate":
+                raise TranslationUnsupported(
+                    "FakeAsr(multilingual=False) is English-only: it cannot translate"
+                )
+            if request.language not in (None, "en"):
+                raise LanguageUnsupported(
+                    f"FakeAsr(multilingual=False) knows English only, not {request.language!r}"
+                )
+        self.file_calls += 1
+        slot = None if self.scheduler is None else self.scheduler.slot(Lane.URGENT)
+        await _work(self.delay_s, slot)
+        if self.fail:
+            raise AsrError("scripted ASR failure (FakeAsr(fail=True))")
+        return file_transcript(pcm, words=request.words)
 
-def words_for(pcm: bytes) -> str:
-    """The text :class:`FakeAsr` hears in 16 kHz ``pcm``, without the delay."""
+
+def _heard(pcm: bytes) -> list[tuple[int, str | None]]:
+    """(chunk index, word or None for a quiet chunk) of every full chunk of ``pcm``."""
     chunk_bytes = 2 * ENGINE_SAMPLE_RATE * ASR_CHUNK_MS // 1000
-    words: list[str] = []
-    for start in range(0, len(pcm) - chunk_bytes + 1, chunk_bytes):
+    heard: list[tuple[int, str | None]] = []
+    for index, start in enumerate(range(0, len(pcm) - chunk_bytes + 1, chunk_bytes)):
         chunk = pcm[start : start + chunk_bytes]
         if audio.rms(chunk) < ASR_WORD_RMS:
+            heard.append((index, None))
             continue
         negative = np.frombuffer(chunk, "<i2") < 0
         crossings = int(np.count_nonzero(negative[1:] != negative[:-1]))
-        words.append(ASR_WORDS[crossings // _CROSSINGS_PER_WORD % len(ASR_WORDS)])
-    text = " ".join(words)
+        heard.append((index, ASR_WORDS[crossings // _CROSSINGS_PER_WORD % len(ASR_WORDS)]))
+    return heard
+
+
+def words_for(pcm: bytes) -> str:
+    """The text :class:`FakeAsr` hears in 16 kHz ``pcm``, without the delay."""
+    text = " ".join(word for _, word in _heard(pcm) if word is not None)
     return text[:1].upper() + text[1:]
+
+
+def file_transcript(pcm: bytes, *, words: bool = False) -> FileTranscript:
+    """What :meth:`FakeAsr.transcribe_file` gives for 16 kHz ``pcm``, without the delay.
+
+    Word ``k`` of chunk ``i`` spans ``[i * 0.3, (i + 1) * 0.3]`` s; a segment
+    is a run of loud chunks, its text the words with a leading space, as
+    Whisper's are; the first word of the file is capitalized, so the text
+    is :func:`words_for`'s.
+    """
+    timed: list[Word] = []
+    runs: list[list[Word]] = []
+    previous = -2
+    for index, word in _heard(pcm):
+        if word is None:
+            continue
+        if not timed:
+            word = word.capitalize()
+        heard = Word(word, index * ASR_CHUNK_MS / 1000, (index + 1) * ASR_CHUNK_MS / 1000)
+        timed.append(heard)
+        if index != previous + 1:
+            runs.append([])
+        runs[-1].append(heard)
+        previous = index
+    segments = tuple(
+        Segment(
+            id=n,
+            start=run[0].start,
+            end=run[-1].end,
+            text=" " + " ".join(w.word for w in run),
+            # Whisper's seek counts 10 ms frames.
+            seek=round(run[0].start * 100),
+        )
+        for n, run in enumerate(runs)
+    )
+    duration = len(pcm) / 2 / ENGINE_SAMPLE_RATE
+    text = " ".join(w.word for w in timed)
+    return FileTranscript(text, "en", duration, segments, tuple(timed) if words else ())
 
 
 def default_reply(text: str) -> str:
@@ -262,10 +332,11 @@ def fake_engines(config: Config, decoder: Scheduler) -> Engines:
     ``decoder`` is the shared decoder's queue (``decode_concurrency`` slots),
     so it goes to the ASR, the stage it stands for.
     """
+    asr = FakeAsr(delay_s=config.fake_asr_ms / 1000, scheduler=decoder)
     return Engines(
         name="fake",
         vad=functools.partial(EnergyVad, config.vad_energy_threshold),
-        asr=FakeAsr(delay_s=config.fake_asr_ms / 1000, scheduler=decoder),
+        asr=asr,
         llm=FakeLlm(
             first_token_s=config.fake_llm_first_token_ms / 1000,
             token_s=config.fake_llm_token_ms / 1000,
@@ -273,6 +344,7 @@ def fake_engines(config: Config, decoder: Scheduler) -> Engines:
         ),
         tts=FakeTts(delay_s=config.fake_tts_ms / 1000),
         decoder=decoder,
+        files=asr,
     )
 
 
@@ -287,5 +359,6 @@ __all__ = [
     "FakeTts",
     "default_reply",
     "fake_engines",
+    "file_transcript",
     "words_for",
 ]

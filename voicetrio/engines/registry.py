@@ -35,6 +35,9 @@ from voicetrio.engines.base import (
     ChatMessage,
     EngineError,
     Engines,
+    FileAsrEngine,
+    FileRequest,
+    FileTranscript,
     LlmEngine,
     LlmError,
     ModelLoadError,
@@ -146,10 +149,11 @@ class EngineHost:
 
         fake = fake_engines(config, self.decoder)
         slots = reply_slots(config)
+        asr = GatedAsr(self)
         return Engines(
             name="real",
             vad=functools.partial(WebRtcVad, config.vad_aggressiveness, config.vad_hangover_ms),
-            asr=GatedAsr(self),
+            asr=asr,
             # Lean mode starts neither: nothing would ever call them.
             llm=fake.llm if config.lean else GatedLlm(self),
             tts=fake.tts if config.lean or config.tts_engine == "fake" else GatedTts(self),
@@ -157,6 +161,7 @@ class EngineHost:
             # A speculative reply may not take the last slot: a confirmed one needs it.
             replies=Scheduler(slots, tentative_slots=max(1, slots - 1)),
             turn=turn_judge(config),
+            files=asr,
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -365,6 +370,8 @@ class GatedAsr:
     def __init__(self, host: EngineHost) -> None:
         self.host = host
         self.inner: AsrEngine | None = None
+        #: The same model, for whole files (set with ``inner``).
+        self.files: FileAsrEngine | None = None
 
     @property
     def ready(self) -> bool:
@@ -383,7 +390,7 @@ class GatedAsr:
         )
         whisper = WhisperAsr(spec, scheduler=self.host.decoder, cpu_threads=config.asr_cpu_threads)
         await whisper.load()
-        self.inner = whisper
+        self.inner = self.files = whisper
         log_event(None, "asr_loaded", model=spec.name, target=spec.target, pid=os.getpid())
 
     async def _ready_inner(self) -> AsrEngine:
@@ -401,6 +408,11 @@ class GatedAsr:
                 slot.close()  # a slot the caller reserved goes back unused
             raise
         return await inner.transcribe(pcm, final=final, slot=slot)
+
+    async def transcribe_file(self, pcm: bytes, request: FileRequest) -> FileTranscript:
+        await self._ready_inner()
+        assert self.files is not None  # loaded with inner
+        return await self.files.transcribe_file(pcm, request)
 
 
 class GatedLlm:

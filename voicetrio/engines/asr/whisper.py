@@ -9,8 +9,10 @@ turn never leaves the model half-way through anything.
 Decoding is tuned for latency: greedy, temperature 0 with no fallback (a
 fallback re-decodes up to five more times on hard audio, seconds on a CPU,
 and samples, so results stop being repeatable), no text carried between
-windows, no timestamps. Whisper invents text for silence and noise, so
-:func:`clean_text` filters what comes out (see its docstring).
+windows, no timestamps (a whole file for the OpenAI routes gets them, and
+word timings when asked: :meth:`WhisperAsr.transcribe_file`). Whisper
+invents text for silence and noise, so :func:`clean_text` filters what
+comes out (see its docstring).
 
 faster-whisper is imported only when a model is loaded (or, in
 :mod:`voicetrio.audio_files`, a file decoded): it pulls in CTranslate2,
@@ -24,8 +26,8 @@ import functools
 import os
 import re
 import time
-from collections.abc import Iterable
-from typing import Any, Final, Protocol
+from collections.abc import Callable, Iterable
+from typing import Any, Final, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -35,7 +37,17 @@ from voicetrio.audio_files import read_audio_file
 from voicetrio.config import usable_cores
 from voicetrio.core.work_queue import Lane
 from voicetrio.engines.asr.whisper_short import decode_short
-from voicetrio.engines.base import ENGINE_SAMPLE_RATE, AsrError, ModelLoadError
+from voicetrio.engines.base import (
+    ENGINE_SAMPLE_RATE,
+    AsrError,
+    FileRequest,
+    FileTranscript,
+    LanguageUnsupported,
+    ModelLoadError,
+    Segment,
+    TranslationUnsupported,
+    Word,
+)
 from voicetrio.engines.models import ModelSpec
 from voicetrio.engines.scheduler import Scheduler, Slot
 
@@ -89,6 +101,10 @@ class SegmentLike(Protocol):
     def compression_ratio(self) -> float: ...
 
 
+_S = TypeVar("_S", bound=SegmentLike)
+_T = TypeVar("_T")
+
+
 def normalize(text: str) -> str:
     """Lowercase words only, for comparing against :data:`STOCK_PHRASES`."""
     return _SPACES.sub(" ", _NOT_WORD.sub("", text.lower())).strip()
@@ -109,11 +125,15 @@ def clean_text(segments: Iterable[SegmentLike]) -> str:
     punctuation, or is a stock phrase (:data:`STOCK_PHRASES`) the decoder was
     not confident about.
     """
+    return _joined(kept_segments(segments))
+
+
+def kept_segments(segments: Iterable[_S]) -> list[_S]:
+    """The segments whose text :func:`clean_text` keeps (none when it keeps nothing)."""
     kept = [s for s in segments if not is_noise_segment(s) and _ANNOTATION.sub("", s.text).strip()]
-    text = _SPACES.sub(" ", " ".join(s.text.strip() for s in kept)).strip()
-    words = normalize(_ANNOTATION.sub("", text))
+    words = normalize(_ANNOTATION.sub("", _joined(kept)))
     if not words:
-        return ""
+        return []
     if words in STOCK_PHRASES:
         confident = all(
             s.no_speech_prob < STOCK_PHRASE_MAX_NO_SPEECH
@@ -121,8 +141,12 @@ def clean_text(segments: Iterable[SegmentLike]) -> str:
             for s in kept
         )
         if not confident:
-            return ""
-    return text
+            return []
+    return kept
+
+
+def _joined(segments: Iterable[SegmentLike]) -> str:
+    return _SPACES.sub(" ", " ".join(s.text.strip() for s in segments)).strip()
 
 
 def pcm_to_samples(pcm: bytes) -> Samples:
@@ -229,6 +253,93 @@ def _decode(
     return text, time.perf_counter() - start
 
 
+def file_options(model: Any, request: FileRequest, *, beam_size: int) -> dict[str, Any]:
+    """faster-whisper's options for a whole file: timestamps on, words if
+    asked, the task and language asked; otherwise as a final decodes
+    (greedy at temperature 0, nothing carried between windows, the filter
+    :func:`kept_segments`'s alone).
+
+    Raises TranslationUnsupported or LanguageUnsupported for what an
+    English-only model cannot do.
+    """
+    if _english_only(model):
+        if request.task == "translate":
+            raise TranslationUnsupported(
+                "this server's Whisper model is English-only: it cannot translate; "
+                "run it with a multilingual model (STREAM_MODEL_WHISPER=base)"
+            )
+        if request.language not in (None, "en"):
+            raise LanguageUnsupported(
+                f"this server's Whisper model is English-only: it cannot transcribe "
+                f"{request.language!r}; leave language unset or use en"
+            )
+    return {
+        "task": request.task,
+        # An English-only model takes no language token but English; a
+        # multilingual one detects the language when none is given.
+        "language": "en" if _english_only(model) else request.language,
+        "initial_prompt": request.prompt,
+        "word_timestamps": request.words,
+        "without_timestamps": False,
+        "beam_size": beam_size,
+        "best_of": 1,
+        "temperature": 0.0,
+        "vad_filter": False,
+        "condition_on_previous_text": False,
+        "no_speech_threshold": None,
+        "log_prob_threshold": None,
+        "compression_ratio_threshold": None,
+    }
+
+
+#: faster-whisper's window, in samples at 16 kHz.
+WINDOW_SAMPLES: Final = 30 * ENGINE_SAMPLE_RATE
+
+
+def decode_file(model: Any, audio: Samples, options: dict[str, Any]) -> FileTranscript:
+    """Blocking: the segments (and words) of a whole file, without Whisper's
+    inventions (the segments :func:`kept_segments` keeps, numbered again from 0).
+
+    The audio is padded with silence to whole 30 s windows first:
+    faster-whisper pads a short last window's *features* with 0.0, 40 dB
+    above the silence Whisper was trained to see after speech (see
+    :mod:`whisper_short`), and tiny.en then mishears ("look at table" for
+    "book a table" in an MP3). Times are kept within the audio.
+    """
+    duration = audio.size / ENGINE_SAMPLE_RATE
+    padded = np.pad(audio, (0, -audio.size % WINDOW_SAMPLES))
+    found, info = model.transcribe(padded, **options)
+    # Lazy, like every transcribe(): consumed here, in the worker thread.
+    kept = kept_segments(list(found))
+
+    def within(t: float) -> float:
+        return min(max(0.0, float(t)), duration)
+
+    segments = tuple(
+        Segment(
+            id=n,
+            start=within(s.start),
+            end=within(s.end),
+            text=s.text,
+            seek=int(s.seek),
+            tokens=tuple(int(t) for t in s.tokens),
+            temperature=float(s.temperature or 0.0),
+            avg_logprob=float(s.avg_logprob),
+            compression_ratio=float(s.compression_ratio),
+            no_speech_prob=float(s.no_speech_prob),
+        )
+        for n, s in enumerate(kept)
+    )
+    words = tuple(
+        Word(w.word.strip(), within(w.start), within(w.end))
+        for s in kept
+        for w in (s.words or ())
+        if w.word.strip()
+    )
+    language = "en" if options["task"] == "translate" else str(info.language)
+    return FileTranscript(_joined(kept), language, duration, segments, words)
+
+
 class WhisperAsr:
     """The :class:`~voicetrio.engines.base.AsrEngine` on a faster-whisper model.
 
@@ -325,6 +436,47 @@ class WhisperAsr:
         self.decodes += 1
         return text
 
+    async def transcribe_file(self, pcm: bytes, request: FileRequest) -> FileTranscript:
+        """A whole file's segments and words (the
+        :class:`~voicetrio.engines.base.FileAsrEngine`): faster-whisper's own
+        loop over 30 s windows with timestamps (:func:`decode_file`), in the
+        decoder's urgent lane as a final. The text alone (``timings`` False)
+        is decoded as a final is, with no segments."""
+        if self._model is None:
+            raise AsrError(f"Whisper model {self.spec.name!r} is not loaded")
+        try:
+            samples = pcm_to_samples(pcm)
+        except ValueError as exc:
+            raise AsrError(str(exc)) from None
+        options = file_options(self._model, request, beam_size=self.beam_size_final)
+        language = options["language"]
+        duration = samples.size / ENGINE_SAMPLE_RATE
+        if samples.size == 0:
+            return FileTranscript("", language or "en", 0.0)
+        if not request.timings and request.task == "transcribe" and language and not request.prompt:
+            # The text alone (json, text): a final's decode, 3-4 times faster
+            # on an utterance (its shortened window), and the text that
+            # POST /transcribe gives.
+            final = {**self._options(True), "language": language}
+            decode = functools.partial(_decode, self._model, samples, final, careful=True)
+            text, _seconds = await self._file_decode(decode)
+            return FileTranscript(text, language, duration)
+        return await self._file_decode(functools.partial(decode_file, self._model, samples, options))
+
+    async def _file_decode(self, decode: Callable[[], _T]) -> _T:
+        """``decode()`` in a worker thread, in the decoder's urgent lane."""
+        slot = self.scheduler.slot(Lane.URGENT)
+        start = time.perf_counter()
+        try:
+            result = await trio.to_thread.run_sync(
+                decode, limiter=slot.as_limiter(), abandon_on_cancel=True
+            )
+        except Exception as exc:
+            raise AsrError(f"Whisper decode failed: {type(exc).__name__}: {exc}") from exc
+        self.last_decode_s = time.perf_counter() - start
+        self.decodes += 1
+        return result
+
 
 def transcribe_file(
     path: str | os.PathLike[str],
@@ -362,7 +514,10 @@ __all__ = [
     "SegmentLike",
     "WhisperAsr",
     "clean_text",
+    "decode_file",
+    "file_options",
     "is_noise_segment",
+    "kept_segments",
     "load_model",
     "normalize",
     "pcm_to_samples",
