@@ -72,9 +72,11 @@ class Config:
     asr_compute_type: str = "int8"
     asr_cpu_threads: int = 0
     decode_concurrency: int = 1
-    # turn-taking (core/turn_policy.py): "" picks the Smart Turn judge on the
-    # real engines when its model is installed, none on the deterministic set.
-    turn_judge: str = ""
+    # turn-taking (core/turn_policy.py): "none" (the fixed window) by default:
+    # on bench/turns.py Smart Turn v3.2 sent half the complete questions to the
+    # 2 s patience and split half the paused ones (docs/benchmarks.md), so it
+    # is opt-in ("smart") until it measures better than the fixed window.
+    turn_judge: str = "none"
     turn_threshold: float = 0.5
     turn_complete_silence_ms: int = 250
     turn_incomplete_silence_ms: int = 2000

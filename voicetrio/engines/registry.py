@@ -160,8 +160,8 @@ class EngineHost:
             decoder=self.decoder,
             # A speculative reply may not take the last slot: a confirmed one needs it.
             replies=Scheduler(slots, tentative_slots=max(1, slots - 1)),
-            turn=turn_judge(config),
             files=asr,
+            turn=turn_judge(config),
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -335,8 +335,8 @@ class EngineHost:
 
 def turn_judge(config: Config) -> TurnJudge | None:
     """The turn judge of the real engine set, not loaded yet: Smart Turn
-    when asked for, or by default when its model is installed; None for
-    ``none`` (the fixed silence window)."""
+    when asked for (``smart``; ``""`` takes it when its model is installed);
+    None for ``none``, the default (the fixed silence window)."""
     choice = config.turn_judge
     if choice == "none":
         return None
