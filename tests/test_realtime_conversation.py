@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
+from tests.reference_memory import ConversationMemory
 from voicetrio.core.conversation import Conversation, reply_key, utterance_key
 from voicetrio.core.heard import heard_text
-from voicetrio.core.memory import ConversationMemory
 
 
 @pytest.mark.parametrize(

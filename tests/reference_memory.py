@@ -1,4 +1,9 @@
-"""Bounded conversation memory for one session, sans-IO.
+"""The v1 protocol's conversation memory, kept as the reference the session's
+keyed conversation (``voicetrio.core.conversation``) must match when fed
+exchanges only (``tests/test_realtime_conversation.py``); the product no
+longer uses it.
+
+Bounded conversation memory for one session, sans-IO.
 
 The LLM sees the last few exchanges so that "and what about tomorrow?" makes
 sense, but a long session must not grow its prompt without bound. Memory is
