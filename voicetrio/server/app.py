@@ -37,10 +37,11 @@ from voicetrio.engines.registry import EngineHost
 from voicetrio.logs import log_event
 from voicetrio.prom import PromObserver
 from voicetrio.server import http_api
-from voicetrio.server.access import AccessPolicy
+from voicetrio.server.access import AccessPolicy, Denied
 from voicetrio.server.front import Connections, serve_app
 from voicetrio.session.connection import Session, TransportClosed
 from voicetrio.wire import realtime
+from voicetrio.wire.adapter import WireAdapter
 from voicetrio.wire.realtime.client_events import MAX_EVENT_BYTES
 from voicetrio.wire.v1 import CloseCode, ErrorCode
 
@@ -268,24 +269,32 @@ def create_app(config: Config, hub: Hub) -> QuartTrio:
         # send_from_directory refuses any path that leaves static_root (404).
         return await send_from_directory(static_root, filename)
 
-    async def ws_handler() -> Response | tuple[Response, int] | None:
+    def refuse(denied: Denied) -> tuple[Response, int]:
         # Refused before the handshake completes: no session, no work.
-        denied = policy.check(
-            dict(websocket.headers.items()), websocket.args.to_dict(), websocket=True
-        )
-        if denied is not None:
-            hub.observer.rejected.labels(reason=denied.code.lower()).inc()
-            log_event(None, "session_refused", reason=denied.code)
-            return jsonify({"error": {"code": denied.code, "message": denied.message}}), denied.status
-        await websocket.accept()
+        hub.observer.rejected.labels(reason=denied.code.lower()).inc()
+        log_event(None, "session_refused", reason=denied.code)
+        return jsonify({"error": {"code": denied.code, "message": denied.message}}), denied.status
+
+    async def run_session(adapter: WireAdapter | None = None, lean: bool | None = None) -> None:
         ws: Any = websocket
         session = Session(
             QuartTransport(ws._get_current_object(), hub.connections),
             config,
             hub.engines,
             observer=hub.observer,
+            adapter=adapter,
+            lean=lean,
         )
         await hub.run_session(session)
+
+    async def ws_handler() -> Response | tuple[Response, int] | None:
+        denied = policy.check(
+            dict(websocket.headers.items()), websocket.args.to_dict(), websocket=True
+        )
+        if denied is not None:
+            return refuse(denied)
+        await websocket.accept()
+        await run_session()
         return None
 
     async def realtime_handler() -> Response | tuple[Response, int] | None:
@@ -296,9 +305,7 @@ def create_app(config: Config, hub: Hub) -> QuartTrio:
             hello = dataclasses.replace(hello, kind="transcription")
         denied = policy.check(hello.headers, websocket.args.to_dict(), websocket=True)
         if denied is not None:
-            hub.observer.rejected.labels(reason=denied.code.lower()).inc()
-            log_event(None, "session_refused", reason=denied.code)
-            return jsonify({"error": {"code": denied.code, "message": denied.message}}), denied.status
+            return refuse(denied)
         await websocket.accept(subprotocol=hello.subprotocol)
         adapter = realtime.RealtimeAdapter(
             hello,
@@ -308,16 +315,7 @@ def create_app(config: Config, hub: Hub) -> QuartTrio:
             asr_model=config.model_whisper if config.engines == "real" else config.engines,
             voice=config.tts_voice or "default",
         )
-        ws: Any = websocket
-        session = Session(
-            QuartTransport(ws._get_current_object(), hub.connections),
-            config,
-            hub.engines,
-            observer=hub.observer,
-            adapter=adapter,
-            lean=hello.kind == "transcription",
-        )
-        await hub.run_session(session)
+        await run_session(adapter, lean=hello.kind == "transcription")
         return None
 
     http_api.register(app, config, hub.host)
