@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from voicetrio.core.inputs import Limits
+from voicetrio.core.remote_transcription import realtime_url
 
 EngineSet = Literal["fake", "real"]
 
@@ -72,6 +73,16 @@ class Config:
     asr_compute_type: str = "int8"
     asr_cpu_threads: int = 0
     decode_concurrency: int = 1
+    # Remote ASR (engines/asr/realtime_remote.py): a server's OpenAI Realtime
+    # transcription session instead of local Whisper, when asr_url is set
+    # (its API root, as OPENAI_BASE_URL: http://host:8000/v1). asr_slots:
+    # decodes in flight to it at once (0: 16); asr_timeout_s: one decode,
+    # from the moment it holds its slot.
+    asr_url: str = ""
+    asr_api_key: str = field(default="", repr=False)
+    asr_model: str = "whisper-1"
+    asr_timeout_s: float = 10.0
+    asr_slots: int = 0
     # turn-taking (core/turn_policy.py): "none" (the fixed window) by default:
     # on bench/turns.py Smart Turn v3.2 sent half the complete questions to the
     # 2 s patience and split half the paused ones (docs/benchmarks.md), so it
@@ -182,7 +193,7 @@ def usable_cores() -> int:
     return len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
 
 
-SECRET_FIELDS: Final = ("openai_api_key", "auth_tokens")
+SECRET_FIELDS: Final = ("openai_api_key", "auth_tokens", "asr_api_key")
 #: Client audio between these rates is resampled to 16 kHz on the server.
 MIN_SAMPLE_RATE: Final = 8000
 MAX_SAMPLE_RATE: Final = 48000
@@ -222,6 +233,8 @@ _BOUNDS: Final[dict[str, tuple[float, float]]] = {
     "max_utterance_ms": (1000, 120_000),
     "vad_energy_threshold": (1, 32767),
     "decode_concurrency": (1, 64),
+    "asr_timeout_s": (0.1, 600),
+    "asr_slots": (0, 256),
     "turn_threshold": (0.01, 0.99),
     "turn_complete_silence_ms": (30, 2000),
     "turn_incomplete_silence_ms": (300, 10_000),
@@ -337,4 +350,9 @@ def validate(config: Config) -> Config:
         )
     if config.openai_base_url and not config.openai_base_url.startswith(("http://", "https://")):
         raise ConfigError("OPENAI_BASE_URL", "must start with http:// or https://")
+    if config.asr_url:
+        try:
+            realtime_url(config.asr_url)
+        except ValueError as exc:
+            raise ConfigError("STREAM_ASR_URL", str(exc)) from None
     return config

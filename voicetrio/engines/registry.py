@@ -30,6 +30,7 @@ import trio
 from voicetrio.config import Config
 from voicetrio.core.capacity import TurnCost
 from voicetrio.core.prompt import system_prompt
+from voicetrio.engines.asr.realtime_remote import REMOTE_ASR_SLOTS, RealtimeAsr
 from voicetrio.engines.base import (
     AsrEngine,
     ChatMessage,
@@ -107,7 +108,7 @@ class EngineHost:
         self.retry = LoadRetry(config.engine_load_attempts, config.engine_load_backoff_s)
         # One decoder queue for all sessions: blocking engine work never
         # exceeds its slots, and finals go first.
-        self.decoder = Scheduler(config.decode_concurrency)
+        self.decoder = decoder_queue(config)
         self.loaded = trio.Event()
         self.failure: EngineLoadFailed | None = None
         self.on_failure: list[FailureHook] = []
@@ -137,6 +138,9 @@ class EngineHost:
 
         if config.engines == "fake":
             engines = fake_engines(config, self.decoder)
+            if config.asr_url:
+                # The deterministic set with a remote ASR: a fleet test's front.
+                engines = dataclasses.replace(engines, asr=remote_asr(config, self.decoder), files=None)
             if config.turn_judge == "scripted":
                 from voicetrio.engines.turn.scripted import ScriptedTurnJudge
 
@@ -149,7 +153,9 @@ class EngineHost:
 
         fake = fake_engines(config, self.decoder)
         slots = reply_slots(config)
-        asr = GatedAsr(self)
+        # A remote ASR: no Whisper in this process (uploads are then served
+        # as one untimed segment, by the remote too).
+        asr = remote_asr(config, self.decoder) if config.asr_url else GatedAsr(self)
         return Engines(
             name="real",
             vad=functools.partial(WebRtcVad, config.vad_aggressiveness, config.vad_hangover_ms),
@@ -160,7 +166,7 @@ class EngineHost:
             decoder=self.decoder,
             # A speculative reply may not take the last slot: a confirmed one needs it.
             replies=Scheduler(slots, tentative_slots=max(1, slots - 1)),
-            files=asr,
+            files=asr if isinstance(asr, GatedAsr) else None,
             turn=turn_judge(config),
         )
 
@@ -256,15 +262,29 @@ class EngineHost:
 
             return {"engines": ("the engine set", load_all)}
         engines = self.engines
-        if not isinstance(engines.asr, GatedAsr):
+        remote = engines.asr
+        if isinstance(remote, RealtimeAsr):
+
+            async def start_remote(services: trio.Nursery) -> None:
+                # Never a load failure: a remote that is down makes the
+                # engine not ready (and /health 503) until it answers.
+                await services.start(remote.run)
+
+            starts: dict[str, tuple[str, _Start]] = {"asr": ("the remote ASR", start_remote)}
+            if engines.name == "fake":
+                return starts
+        elif not isinstance(engines.asr, GatedAsr):
             return {}  # nothing of ours to load: the fake set, or engines given
+        else:
+            starts = {}
         asr = engines.asr
-        starts: dict[str, tuple[str, _Start]] = {}
 
-        async def load_asr(services: trio.Nursery) -> None:
-            await asr.load()
+        if isinstance(asr, GatedAsr):
 
-        starts["asr"] = ("the ASR engine", load_asr)
+            async def load_asr(services: trio.Nursery) -> None:
+                await asr.load()
+
+            starts["asr"] = ("the ASR engine", load_asr)
         judge = engines.turn
         if judge is not None and not judge.ready:
 
@@ -331,6 +351,28 @@ class EngineHost:
                 raise EngineLoadFailed(what, attempt, error) from error
             await trio.sleep(delay)
             attempt += 1
+
+
+def decoder_queue(config: Config) -> Scheduler:
+    """The shared decoder's queue: Whisper's threads
+    (``STREAM_DECODE_CONCURRENCY``), or the decodes in flight to a remote
+    ASR (``STREAM_ASR_SLOTS``, 16 by default), of which partials may hold
+    all but one: a final always finds a slot free or next."""
+    if not config.asr_url:
+        return Scheduler(config.decode_concurrency)
+    slots = config.asr_slots or REMOTE_ASR_SLOTS
+    return Scheduler(slots, tentative_slots=max(1, slots - 1))
+
+
+def remote_asr(config: Config, decoder: Scheduler) -> RealtimeAsr:
+    """The remote ASR of ``STREAM_ASR_URL``, decoding under ``decoder``."""
+    return RealtimeAsr(
+        config.asr_url,
+        api_key=config.asr_api_key,
+        model=config.asr_model,
+        timeout_s=config.asr_timeout_s,
+        scheduler=decoder,
+    )
 
 
 def turn_judge(config: Config) -> TurnJudge | None:

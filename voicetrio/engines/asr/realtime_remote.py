@@ -1,0 +1,273 @@
+"""Speech recognition by another server, over the OpenAI Realtime
+transcription session (``/v1/realtime?intent=transcription``).
+
+:class:`RealtimeAsr` is an :class:`~voicetrio.engines.base.AsrEngine` that
+runs no model: each decode the ASR stage asks for (a partial on its cadence,
+the speculative final in the silence window, the final) is one request to
+the remote (another voicetrio in transcription mode, speaches, vLLM): the
+utterance's audio so far, committed, answered by the completed transcript.
+The session keeps its own VAD, endpointing, partial cadence and speculative
+finals, so it behaves as with local Whisper; only the decode moves.
+
+Connections: a pool, shared by every session of the process. A decode
+leases an idle connection (or opens one: handshake, ``session.update``,
+``session.updated``), and gives it back when its answer came. A decode that
+is cancelled (a partial moot at the end of the utterance, a speculative
+final retracted when speech resumed), fails or times out closes its
+connection instead: the remote then drops the work (a queued decode never
+runs), and no stale answer can reach the next decode. The pool holds at
+most one connection per slot of the decoder's queue, which bounds the
+requests in flight (``STREAM_ASR_SLOTS``), finals ahead of partials.
+A failed connect marks the engine not ready (``/health`` says so, so a
+balancer stops sending sessions) and a keeper task tries again, with
+doubling pauses, until the remote answers; decodes asked meanwhile each
+try too, and fail with ASR_FAIL as a local decode that failed would.
+
+Every failure is an :class:`~voicetrio.engines.base.AsrError` (ASR_FAIL):
+refused (HTTP status, connection refused), dropped (closed mid-decode), an
+``error`` or ``.failed`` event, a frame that is not the API's, and a decode
+that takes longer than ``timeout_s`` (``STREAM_ASR_TIMEOUT_S``) from the
+moment it holds its slot. The session reports it exactly as a failed local
+decode (``error`` ASR_FAIL for a final, a logged ``partial_fail`` for a
+partial) and goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+import trio
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    HandshakeError,
+    WebSocketConnection,
+    connect_websocket_url,
+)
+
+from voicetrio.core import remote_transcription as rt
+from voicetrio.core.resample import resample
+from voicetrio.core.work_queue import Lane
+from voicetrio.engines.base import ENGINE_SAMPLE_RATE, AsrError
+from voicetrio.engines.scheduler import Scheduler, Slot
+from voicetrio.logs import log_event
+
+#: Decodes in flight at once to a remote service (its default slots).
+REMOTE_ASR_SLOTS: Final = 16
+#: The keeper's pauses between connect attempts while the remote is down.
+RECONNECT_FIRST_S: Final = 0.5
+RECONNECT_MAX_S: Final = 10.0
+#: A close handshake the remote does not answer is abandoned after this.
+CLOSE_TIMEOUT_S: Final = 2.0
+#: Server events are small (the largest is a transcript); the API's limit
+#: is far above anything a transcription session sends.
+MAX_EVENT_BYTES: Final = 1024 * 1024
+
+
+class _Remote:
+    """One connection: one decode at a time, numbered for the event ids."""
+
+    def __init__(self, ws: WebSocketConnection) -> None:
+        self.ws = ws
+        self.decodes = 0
+
+    @property
+    def open(self) -> bool:
+        return self.ws.closed is None
+
+    async def configure(self, model: str, language: str | None) -> None:
+        await self.ws.send_message(rt.session_update(model, language))
+        while not rt.configured(await self.ws.get_message()):
+            pass
+
+    async def decode(self, pcm24k: bytes) -> str:
+        self.decodes += 1
+        for frame in rt.request_frames(pcm24k, self.decodes):
+            await self.ws.send_message(frame)
+        exchange = rt.Exchange()
+        while True:
+            text = exchange.feed(await self.ws.get_message())
+            if text is not None:
+                return text
+
+
+class RealtimeAsr:
+    """The :class:`~voicetrio.engines.base.AsrEngine` of a remote server.
+
+    ``url`` is the server's API root (``http://host:8000/v1``) or its
+    ``/v1/realtime`` URL (:func:`~voicetrio.core.remote_transcription.realtime_url`);
+    ``api_key`` goes as ``Authorization: Bearer``; ``model`` is the
+    transcription model named in the session (the remote's own choice on
+    voicetrio; speaches and vLLM serve the model named). :meth:`run` must
+    be running (in a nursery that lives as long as the engine) for decodes
+    to be served.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        api_key: str = "",
+        model: str = "whisper-1",
+        language: str | None = None,
+        timeout_s: float = 10.0,
+        scheduler: Scheduler | None = None,
+    ) -> None:
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        self.url = rt.realtime_url(url, model)
+        self.model = model
+        self.language = language
+        self.timeout_s = timeout_s
+        self.scheduler = scheduler if scheduler is not None else Scheduler(REMOTE_ASR_SLOTS)
+        self._headers = [(b"authorization", f"Bearer {api_key}".encode())] if api_key else []
+        #: Whether the remote answered the latest connect attempt.
+        self.ready = False
+        self.decodes = 0
+        self.last_decode_s = 0.0
+        #: Connections opened in all (each costs the remote a session).
+        self.connects = 0
+        self._idle: list[_Remote] = []
+        self._nursery: trio.Nursery | None = None
+        self._running = trio.Event()
+        self._down = trio.Event()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Hold the connections (their reader tasks live here) and keep one
+        connection warm: at start, and again after any connect fails, until
+        the remote answers. Reports started at once; runs until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self._running.set()
+            task_status.started()
+            await self._keep()
+
+    async def _keep(self) -> None:
+        pause = RECONNECT_FIRST_S
+        while True:
+            try:
+                with trio.fail_after(self.timeout_s):
+                    remote = await self._connect()
+            except (AsrError, trio.TooSlowError) as exc:
+                log_event(None, "asr_remote_down", level=logging.WARNING, url=self.url, error=str(exc))
+                await trio.sleep(pause)
+                pause = min(RECONNECT_MAX_S, pause * 2)
+                continue
+            self._idle.append(remote)
+            pause = RECONNECT_FIRST_S
+            self._down = trio.Event()
+            await self._down.wait()
+
+    async def _connect(self) -> _Remote:
+        """A new connection, configured; marks the engine ready or not."""
+        assert self._nursery is not None
+        try:
+            try:
+                ws = await connect_websocket_url(
+                    self._nursery,
+                    self.url,
+                    extra_headers=self._headers,
+                    max_message_size=MAX_EVENT_BYTES,
+                )
+            except ConnectionRejected as exc:
+                raise AsrError(
+                    f"the remote ASR at {self.url} refused the connection: HTTP {exc.status_code}"
+                ) from None
+            except (HandshakeError, OSError) as exc:
+                raise AsrError(
+                    f"cannot connect to the remote ASR at {self.url}: {type(exc).__name__}: {exc}"
+                ) from None
+            remote = _Remote(ws)
+            try:
+                await remote.configure(self.model, self.language)
+            except BaseException:
+                self._discard(remote)
+                raise
+        except (AsrError, ConnectionClosed, rt.RemoteTranscriptionError) as exc:
+            self._set_down()
+            if isinstance(exc, AsrError):
+                raise
+            raise AsrError(f"the remote ASR at {self.url} did not open a session: {_reason(exc)}") from None
+        self.connects += 1
+        if not self.ready:
+            log_event(None, "asr_remote_up", url=self.url)
+        self.ready = True
+        return remote
+
+    def _set_down(self) -> None:
+        self.ready = False
+        self._down.set()
+
+    def _discard(self, remote: _Remote) -> None:
+        """Close ``remote`` without waiting for it (the caller may be cancelled)."""
+        if self._nursery is not None and remote.open:
+            self._nursery.start_soon(_close, remote.ws)
+
+    async def _lease(self) -> _Remote:
+        while self._idle:
+            remote = self._idle.pop()
+            if remote.open:
+                return remote
+        await self._running.wait()
+        return await self._connect()
+
+    async def transcribe(self, pcm: bytes, *, final: bool, slot: Slot | None = None) -> str:
+        if slot is None:
+            slot = self.scheduler.slot(Lane.URGENT if final else Lane.TENTATIVE)
+        if len(pcm) % 2:
+            slot.close()
+            raise AsrError(f"{len(pcm)} bytes of PCM is not whole 16-bit samples")
+        if not pcm:
+            slot.close()  # a slot the caller reserved goes back unused
+            return ""
+        async with slot:
+            started = trio.current_time()
+            remote: _Remote | None = None
+            answered = False
+            try:
+                with trio.fail_after(self.timeout_s):
+                    remote = await self._lease()
+                    text = await remote.decode(resample(pcm, ENGINE_SAMPLE_RATE, rt.REMOTE_RATE))
+                    answered = True
+            except trio.TooSlowError:
+                raise AsrError(
+                    f"the remote ASR did not answer within {self.timeout_s:g} s "
+                    "(STREAM_ASR_TIMEOUT_S)"
+                ) from None
+            except ConnectionClosed as exc:
+                # The remote may be going down: the keeper finds out (and
+                # says not ready) rather than this one connection.
+                self._down.set()
+                raise AsrError(f"the remote ASR closed the connection: {_reason(exc)}") from None
+            except rt.RemoteRefused as exc:
+                raise AsrError(f"the remote ASR failed: {exc}") from None
+            except rt.RemoteUnreadable as exc:
+                raise AsrError(f"the remote ASR's answer is unreadable: {exc}") from None
+            finally:
+                if remote is not None:
+                    # Only a connection whose decode was answered is clean:
+                    # any other may yet bring an answer meant for this decode.
+                    if answered and remote.open:
+                        self._idle.append(remote)
+                    else:
+                        self._discard(remote)
+            self.decodes += 1
+            self.last_decode_s = trio.current_time() - started
+            return text.strip()
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionClosed) and exc.reason is not None:
+        reason = exc.reason
+        return f"code {reason.code}" + (f" ({reason.reason})" if reason.reason else "")
+    return str(exc) or type(exc).__name__
+
+
+async def _close(ws: WebSocketConnection) -> None:
+    with trio.move_on_after(CLOSE_TIMEOUT_S):
+        await ws.aclose()
+
+
+__all__ = ["REMOTE_ASR_SLOTS", "RealtimeAsr"]
+
