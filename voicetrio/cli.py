@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Set by the supervisor for its workers, never by hand.
     serve.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
     serve.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
+    serve.add_argument("--agent-fd", type=int, help=argparse.SUPPRESS)
     serve.add_argument(
         "--asr-model",
         help="Whisper model: tiny.en (default), base, a CTranslate2 folder, e.g. base-int8 "
@@ -89,7 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.listen_fd is not None:  # a worker: its supervisor holds the port
         setup_logging(config.log_level, worker=args.worker_index)
-        return _serve_process(config, listener_from_fd(args.listen_fd), args.worker_index)
+        # Its agent answers its supervisor, which answers HAProxy for the box.
+        agent = None if args.agent_fd is None else listener_from_fd(args.agent_fd)
+        return _serve_process(config, listener_from_fd(args.listen_fd), args.worker_index, agent)
     try:
         listener = bind_listener(config.host, config.port)
     except OSError as exc:
@@ -98,11 +101,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.workers > 1:
         setup_logging(config.log_level, worker="supervisor")
         return trio.run(supervise, config, listener, _serve_argv(args))
+    try:
+        agent = bind_listener(config.host, config.agent_port) if config.agent_port else None
+    except OSError as exc:
+        print(
+            f"voicetrio: cannot listen on {config.host}:{config.agent_port} "
+            f"(STREAM_AGENT_PORT): {exc.strerror}",
+            file=sys.stderr,
+        )
+        return 1
     setup_logging(config.log_level)
-    return _serve_process(config, listener, None)
+    return _serve_process(config, listener, None, agent)
 
 
-def _serve_process(config: Config, listener: socket.socket, worker_index: int | None) -> int:
+def _serve_process(
+    config: Config,
+    listener: socket.socket,
+    worker_index: int | None,
+    agent: socket.socket | None = None,
+) -> int:
     """Serve until a signal (exit 0), or until an engine has failed every
     attempt to load: then one line on stderr and EXIT_ENGINES_FAILED, for
     the supervisor (systemd, Kubernetes, --workers) to start it again."""
@@ -110,7 +127,7 @@ def _serve_process(config: Config, listener: socket.socket, worker_index: int | 
 
     failed: EngineLoadFailed | None = None
     try:
-        trio.run(_serve_until_signal, config, listener, worker_index)
+        trio.run(_serve_until_signal, config, listener, worker_index, agent)
     except* EngineLoadFailed as group:
         failed = first_leaf(group, EngineLoadFailed)
     if failed is not None:
@@ -154,7 +171,10 @@ def transcribe_file(config: Config, path: str) -> int:
 
 
 async def _serve_until_signal(
-    config: Config, listener: socket.socket, worker_index: int | None
+    config: Config,
+    listener: socket.socket,
+    worker_index: int | None,
+    agent: socket.socket | None = None,
 ) -> None:
     """Serve on ``listener`` until SIGINT or SIGTERM (or, for a worker, until
     its supervisor is gone), then shut down gracefully."""
@@ -170,7 +190,14 @@ async def _serve_until_signal(
                 watchers.start_soon(exit_when_orphaned, stop)
             async with trio.open_nursery() as nursery:
                 running = await nursery.start(
-                    partial(serve, config, shutdown=stop, listener=listener, worker=worker_index or 0)
+                    partial(
+                        serve,
+                        config,
+                        shutdown=stop,
+                        listener=listener,
+                        worker=worker_index or 0,
+                        agent_listener=agent,
+                    )
                 )
                 if worker_index is None:  # a worker's supervisor says where it serves
                     print(

@@ -41,6 +41,12 @@ class Config:
     # pauses doubling from the backoff; then the process exits (code 3).
     engine_load_attempts: int = 3
     engine_load_backoff_s: float = 1.0
+    # HAProxy's agent check (voicetrio/server/agent.py): the TCP port that
+    # answers it (0: none), and the seconds between SIGTERM (from which the
+    # agent says drain and /health 503) and telling the sessions to leave,
+    # so that the balancer stops sending new ones first.
+    agent_port: int = 0
+    drain_delay_s: float = 0.0
 
     # admission and access
     max_sessions: int = 0  # 0: sized for the machine, see effective_max_sessions
@@ -219,6 +225,8 @@ _BOUNDS: Final[dict[str, tuple[float, float]]] = {
     "audio_burst_s": (1, 3600),
     "audio_rate_factor": (1.0, 100.0),
     "shutdown_grace_s": (0, 300),
+    "agent_port": (0, 65535),
+    "drain_delay_s": (0, 300),
     "max_frame_bytes": (640, 16 * 1024 * 1024),
     "max_text_bytes": (256, 1024 * 1024),
     "pcm_chunk_size": (160, 192_000),
@@ -348,6 +356,8 @@ def validate(config: Config) -> Config:
             f"STREAM_TURN_INCOMPLETE_SILENCE_MS, got {config.turn_complete_silence_ms}, "
             f"{config.vad_silence_ms}, {config.turn_incomplete_silence_ms}",
         )
+    if config.agent_port and config.agent_port == config.port:
+        raise ConfigError("STREAM_AGENT_PORT", f"{config.agent_port} is STREAM_PORT already")
     if config.openai_base_url and not config.openai_base_url.startswith(("http://", "https://")):
         raise ConfigError("OPENAI_BASE_URL", "must start with http:// or https://")
     if config.asr_url:

@@ -188,8 +188,11 @@ class Endpointer:
         self.config = config
         #: Ends turns by silence, verdict and words instead of ``silence_ms``.
         self.taker = taker
-        #: Whether a judge can be asked now: read when each silence begins.
+        #: Whether the taker can rule now (an audio or a text judge is
+        #: ready): read when each silence begins.
         self.judge_ready = taker is not None
+        #: Whether the audio judge can be asked in that silence.
+        self.audio_judge_ready = taker is not None
         self._transcript = ""
         #: Whether the taker rules the current silence (else the fixed window).
         self._taking = False
@@ -285,6 +288,7 @@ class Endpointer:
         self._stop_taking()
         self.taker = taker
         self.judge_ready = taker is not None
+        self.audio_judge_ready = taker is not None
 
     def transcript(self, text: str) -> None:
         """The words of the current utterance so far (a partial, the speculative final)."""
@@ -296,6 +300,12 @@ class Endpointer:
         Stale tickets (an earlier silence) are ignored; the next frame decides."""
         if self.taker is not None and self._taking:
             self.taker.answer(ticket, verdict)
+
+    def text_verdict(self, text: str, end_p: float) -> None:
+        """The text judge read ``text`` in this silence and gave ``end_p``;
+        the next frame decides. Ignored outside a silence the taker rules."""
+        if self.taker is not None and self._taking:
+            self.taker.text_answer(text, end_p)
 
     def stop(self) -> list[EndpointEvent]:
         """The client said stop: end the utterance, if any, and go idle."""
@@ -322,7 +332,7 @@ class Endpointer:
         # the fixed window: the behaviour without a judge, exactly.
         self._taking = self.taker is not None and self.judge_ready
         if self.taker is not None and self._taking:
-            self.taker.begin(judge=True)
+            self.taker.begin(judge=self.audio_judge_ready)
 
     def _stop_taking(self) -> None:
         if self.taker is not None and self._taking:

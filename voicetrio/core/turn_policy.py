@@ -22,21 +22,28 @@ would measure.
 
 The rule, with the defaults of :class:`TurnSettings`:
 
-=====================================  =====================================
-what is known                           the turn ends at a silence of
-=====================================  =====================================
-transcript unfinished (hints on)        ``incomplete_silence_ms`` (2000)
-judge says complete                     ``complete_silence_ms`` (250)
-judge says incomplete                   ``incomplete_silence_ms`` (2000)
-no verdict (no judge, failed, pending)  ``fallback_silence_ms`` (700)
-=====================================  =====================================
+======================================  =====================================
+what is known                            the turn ends at a silence of
+======================================  =====================================
+transcript unfinished (hints on)         ``incomplete_silence_ms`` (2000)
+text judge: p(end) >= text_complete_p    ``complete_silence_ms`` (250)
+text judge: p(end) < text_incomplete_p   ``incomplete_silence_ms`` (2000)
+audio judge says complete                ``complete_silence_ms`` (250)
+audio judge says incomplete              ``incomplete_silence_ms`` (2000)
+no verdict (no judge, failed, pending)   ``fallback_silence_ms`` (700)
+======================================  =====================================
 
-The first row wins over the others: the transcript heuristic only ever vetoes
+The first row that applies wins. The transcript heuristic only ever vetoes
 an end (see :func:`unfinished`), because a cut turn costs more than a slow
 one (the assistant answers half a question), and Whisper ends nearly any
-text with a period, so punctuation cannot say a turn is finished. The latest
-verdict counts. ``incomplete_silence_ms`` is a hard limit: whatever is known,
-no turn waits longer.
+text with a period, so punctuation cannot say a turn is finished. The text
+judge (a small language model reading the words, :mod:`voicetrio.core.text_turn`)
+comes before the audio judge because it is right far more often on our
+measurements (``bench/turn_judge.py``); between its two thresholds it is
+unsure and says nothing, which leaves the audio verdict or the fixed window.
+Its answer counts only for the very words it read: newer words make it stale.
+The latest audio verdict counts. ``incomplete_silence_ms`` is a hard limit:
+whatever is known, no turn waits longer.
 
 Why the judge is asked once, early, by default (``bench/turn_judge.py``):
 Smart Turn judges best with 100-200 ms of silence after the voice; with more,
@@ -97,6 +104,12 @@ class TurnSettings:
     #: Whether a transcript that ends mid-phrase ("... of", "and", a comma)
     #: keeps the turn open (see :func:`unfinished`).
     transcript_hints: bool = True
+    #: The text judge's probability of an end at or above which the turn is
+    #: complete, and below which it is not (between the two: unsure). On
+    #: Whisper's transcripts of synthetic speech (bench/turn_judge.py),
+    #: finished sentences scored 0.03-0.88 and cut ones mostly under 0.02.
+    text_complete_p: float = 0.1
+    text_incomplete_p: float = 0.02
 
     def __post_init__(self) -> None:
         for name in ("complete_silence_ms", "incomplete_silence_ms", "fallback_silence_ms"):
@@ -105,6 +118,11 @@ class TurnSettings:
         for name in ("judge_after_ms", "judge_interval_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+        if not 0.0 <= self.text_incomplete_p <= self.text_complete_p <= 1.0:
+            raise ValueError(
+                "need 0 <= text_incomplete_p <= text_complete_p <= 1, got "
+                f"{self.text_incomplete_p}, {self.text_complete_p}"
+            )
         # A judge never makes a finished turn slower than no judge would, and
         # the patience limit is the longest wait of all.
         if not (
@@ -184,23 +202,42 @@ def unfinished(transcript: str) -> bool:
 # ------------------------------------------------------------------ the rule
 
 
+def text_says(settings: TurnSettings, end_p: float | None) -> bool | None:
+    """The text judge's answer: True (complete), False (not), None (unsure or none)."""
+    if end_p is None:
+        return None
+    if end_p >= settings.text_complete_p:
+        return True
+    if end_p < settings.text_incomplete_p:
+        return False
+    return None
+
+
 def decide(
     settings: TurnSettings,
     silence_ms: int,
     verdict: TurnVerdict | None,
     transcript: str | None = None,
+    text_end_p: float | None = None,
 ) -> TurnDecision:
     """End the turn or wait, from what is known at ``silence_ms`` of silence.
 
-    ``verdict`` is the latest verdict in this silence, None when there is
-    none (no judge, the judge failed, or it has not answered yet);
-    ``transcript`` the words so far (None or "" when unknown).
+    ``verdict`` is the latest audio verdict in this silence, None when there
+    is none (no judge, the judge failed, or it has not answered yet);
+    ``transcript`` the words so far (None or "" when unknown); ``text_end_p``
+    the text judge's probability that those very words end the turn (None:
+    not judged).
     """
     if silence_ms < 0:
         raise ValueError(f"silence_ms must not be negative, got {silence_ms}")
     limit: int
     reason: EndReason
+    text = text_says(settings, text_end_p)
     if settings.transcript_hints and transcript and unfinished(transcript):
+        limit, reason = settings.incomplete_silence_ms, "patience"
+    elif text is True:
+        limit, reason = settings.complete_silence_ms, "complete"
+    elif text is False:
         limit, reason = settings.incomplete_silence_ms, "patience"
     elif verdict is None:
         limit, reason = settings.fallback_silence_ms, "fallback"
@@ -234,7 +271,10 @@ class TurnTaker:
     :meth:`answer` when a judge run it was asked for ends; :meth:`resume`
     when speech comes back. ``judge`` at :meth:`begin` says whether a judge
     can be asked at all (one is configured and loaded): without one, the
-    decision is the transcript rule and the fallback window.
+    decision is the transcript rule, the text judge and the fallback window.
+    The text judge is not asked by the taker: the caller runs it on the
+    words of the silence when it has them (the speculative final) and hands
+    its answer to :meth:`text_answer`.
 
     At most one judge run is in flight: a run that is slower than
     ``judge_interval_ms`` delays the next ask, it does not pile them up. An
@@ -251,6 +291,8 @@ class TurnTaker:
         self._pending: int | None = None
         self._asked_ms: int | None = None
         self._verdict: TurnVerdict | None = None
+        #: The text judge's latest answer: the words it read, and p(end).
+        self._text: tuple[str, float] | None = None
         self._silence_ms = 0
 
     @property
@@ -274,6 +316,7 @@ class TurnTaker:
         self._pending = None
         self._asked_ms = None
         self._verdict = None
+        self._text = None
         self._silence_ms = 0
 
     def resume(self) -> None:
@@ -291,6 +334,20 @@ class TurnTaker:
         else:
             self._verdict = verdict
 
+    def text_answer(self, text: str, end_p: float) -> None:
+        """The text judge read ``text`` (the words of this silence) and gave
+        ``end_p``: it counts while the transcript is still ``text``."""
+        if not 0.0 <= end_p <= 1.0:  # also rejects NaN
+            raise ValueError(f"end_p must be within 0..1, got {end_p}")
+        if self._active:
+            self._text = (text, end_p)
+
+    def text_end_p(self, transcript: str | None) -> float | None:
+        """The text judge's p(end) for ``transcript``, if it read exactly that."""
+        if self._text is None or transcript is None or self._text[0] != transcript:
+            return None
+        return self._text[1]
+
     def step(self, silence_ms: int, transcript: str | None = None) -> Step:
         """The decision at ``silence_ms`` of silence, and whether to ask the judge now."""
         if not self._active:
@@ -299,14 +356,16 @@ class TurnTaker:
             raise ValueError(f"silence went back from {self._silence_ms} to {silence_ms} ms")
         self._silence_ms = silence_ms
         settings = self.settings
-        decision = decide(settings, silence_ms, self._verdict, transcript)
+        text_end_p = self.text_end_p(transcript)
+        decision = decide(settings, silence_ms, self._verdict, transcript, text_end_p)
         if isinstance(decision, EndTurn):
             self._active = False
             self._pending = None
             return Step(decision)
         # The words alone keep this turn open: no verdict would end it sooner.
+        # So does a sure text judge: the audio judge would not be heard.
         vetoed = settings.transcript_hints and bool(transcript) and unfinished(transcript or "")
-        if not self._judge or vetoed:
+        if not self._judge or vetoed or text_says(settings, text_end_p) is not None:
             return Step(decision)
         if self._asked_ms is None:
             due: int | None = settings.judge_after_ms
@@ -338,5 +397,6 @@ __all__ = [
     "TurnVerdict",
     "Wait",
     "decide",
+    "text_says",
     "unfinished",
 ]

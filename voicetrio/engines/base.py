@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 # SpeechAudio and ChatMessage live in leaves that the session and the CLI use
 # without the engines; they are named here too because every engine speaks them.
@@ -33,6 +33,9 @@ from voicetrio.core.prompt import ChatMessage
 from voicetrio.core.transcript import FileRequest, FileTranscript, Segment, Word
 from voicetrio.core.turn_policy import TurnVerdict
 from voicetrio.engines.scheduler import Scheduler, Slot
+
+if TYPE_CHECKING:
+    import trio
 
 #: The rate every engine sees: the session resamples client audio to it.
 ENGINE_SAMPLE_RATE = 16000
@@ -189,6 +192,27 @@ class TurnJudge(Protocol):
         ...
 
 
+class TextTurnJudge(Protocol):
+    """How likely the words so far end the user's turn, read by a language
+    model (engines/turn/text_judge.py, core/text_turn.py). Shared by all
+    sessions; optional, like the audio judge."""
+
+    @property
+    def ready(self) -> bool:
+        """Whether :meth:`end_probability` can run now."""
+        ...
+
+    async def start(self, services: trio.Nursery) -> None:
+        """Start what it runs on (a model server) in ``services``, where it
+        keeps running; returns once it answers. Raises ModelLoadError."""
+        ...
+
+    async def end_probability(self, text: str) -> float:
+        """The probability (0..1) that ``text`` is the whole of the user's
+        turn. Raises TurnJudgeError (the policy then goes without it)."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class Engines:
     """What a session needs: one of each, shared by all sessions but the VAD."""
@@ -208,6 +232,9 @@ class Engines:
     #: Whether the user's turn sounds complete (Smart Turn); None: the end
     #: of a turn is the fixed silence window, as without one.
     turn: TurnJudge | None = None
+    #: Whether the words so far end the turn (a small language model); None:
+    #: not used.
+    turn_text: TextTurnJudge | None = None
 
     def readiness(self) -> dict[str, bool]:
         return {"asr": self.asr.ready, "llm": self.llm.ready, "tts": self.tts.ready}

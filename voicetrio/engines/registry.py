@@ -43,6 +43,7 @@ from voicetrio.engines.base import (
     LlmError,
     ModelLoadError,
     SpeechAudio,
+    TextTurnJudge,
     TtsEngine,
     TtsError,
     TurnJudge,
@@ -148,6 +149,11 @@ class EngineHost:
                 engines = dataclasses.replace(
                     engines, turn=ScriptedTurnJudge(threshold=config.turn_threshold)
                 )
+            elif config.turn_judge == "scripted-text":
+                from voicetrio.engines.turn.scripted import ScriptedTextJudge
+
+                # The words always end the turn: after the short silence.
+                engines = dataclasses.replace(engines, turn_text=ScriptedTextJudge())
             return engines
         from voicetrio.engines.vad.webrtc import WebRtcVad
 
@@ -168,6 +174,7 @@ class EngineHost:
             replies=Scheduler(slots, tentative_slots=max(1, slots - 1)),
             files=asr if isinstance(asr, GatedAsr) else None,
             turn=turn_judge(config),
+            turn_text=text_turn_judge(config),
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -300,6 +307,20 @@ class EngineHost:
                     log_event(None, "turn_judge_loaded", judge=type(judge).__name__)
 
             starts["turn"] = ("the turn judge", load_judge)
+        text_judge = engines.turn_text
+        if text_judge is not None and not text_judge.ready:
+
+            async def start_text_judge(services: trio.Nursery) -> None:
+                assert text_judge is not None
+                try:
+                    await text_judge.start(services)
+                except ModelLoadError as exc:
+                    # Optional, as the audio judge: turns end without it.
+                    log_event(None, "turn_judge_unavailable", level=logging.WARNING, error=str(exc))
+                else:
+                    log_event(None, "turn_judge_loaded", judge=type(text_judge).__name__)
+
+            starts["turn_text"] = ("the text turn judge", start_text_judge)
         if isinstance(engines.llm, GatedLlm):
             starts["llm"] = ("the LLM", engines.llm.start)
         if isinstance(engines.tts, GatedTts):
@@ -380,7 +401,7 @@ def turn_judge(config: Config) -> TurnJudge | None:
     when asked for (``smart``; ``""`` takes it when its model is installed);
     None for ``none``, the default (the fixed silence window)."""
     choice = config.turn_judge
-    if choice == "none":
+    if choice in ("none", "text", "scripted-text"):
         return None
     if choice == "scripted":
         from voicetrio.engines.turn.scripted import ScriptedTurnJudge
@@ -394,6 +415,20 @@ def turn_judge(config: Config) -> TurnJudge | None:
         except ModelLoadError:
             return None  # not installed: the default is then no judge
     return SmartTurnJudge(threshold=config.turn_threshold)
+
+
+def text_turn_judge(config: Config) -> TextTurnJudge | None:
+    """The text turn judge of the real engine set, not started yet: for
+    ``text`` and ``both``; None otherwise."""
+    if config.turn_judge == "scripted-text":
+        from voicetrio.engines.turn.scripted import ScriptedTextJudge
+
+        return ScriptedTextJudge(ready=False)
+    if config.turn_judge not in ("text", "both"):
+        return None
+    from voicetrio.engines.turn.text_judge import LlmTextJudge
+
+    return LlmTextJudge()
 
 
 def first_leaf(exc: BaseException, kind: type[_E]) -> _E | None:

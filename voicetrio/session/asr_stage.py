@@ -76,6 +76,7 @@ from voicetrio.engines.base import (
     VAD_FRAME_MS,
     EngineError,
     Engines,
+    TextTurnJudge,
     TurnJudge,
 )
 from voicetrio.logs import log_event
@@ -172,6 +173,8 @@ class _Utterance:
     speculative: _Decode | None = None
     #: The scope of the turn judge's run in flight (at most one).
     judging: trio.CancelScope | None = None
+    #: The scope of the text judge's run in flight (at most one).
+    reading: trio.CancelScope | None = None
     #: The latest verdict, for the log.
     verdict: TurnVerdict | None = None
 
@@ -243,7 +246,10 @@ class AsrStage:
         turns itself) gets exactly that."""
         config = self.ctx.config
         turns = self._turns
-        if self.ctx.engines.turn is None or not turns.detect or turns.silence_ms is not None:
+        engines = self.ctx.engines
+        if engines.turn is None and engines.turn_text is None:
+            return None
+        if not turns.detect or turns.silence_ms is not None:
             return None
         return TurnTaker(
             TurnSettings(
@@ -251,6 +257,8 @@ class AsrStage:
                 incomplete_silence_ms=config.turn_incomplete_silence_ms,
                 fallback_silence_ms=config.vad_silence_ms,
                 judge_after_ms=config.turn_judge_after_ms,
+                text_complete_p=config.turn_text_complete_p,
+                text_incomplete_p=config.turn_text_incomplete_p,
             )
         )
 
@@ -357,8 +365,10 @@ class AsrStage:
             self._ring.append(_Frame(start_ms, frame, arrived))
             if self._open is not None:
                 self._open.pcm += frame
-            judge = self.ctx.engines.turn
-            self.endpointer.judge_ready = judge is not None and judge.ready
+            judge, reader = self.ctx.engines.turn, self.ctx.engines.turn_text
+            audio_ready = judge is not None and judge.ready
+            self.endpointer.audio_judge_ready = audio_ready
+            self.endpointer.judge_ready = audio_ready or (reader is not None and reader.ready)
             events = self.endpointer.push(self.vad.is_speech(frame))
             if events:
                 await self._handle(events, finals)
@@ -506,6 +516,9 @@ class AsrStage:
         if utterance is not None and utterance.judging is not None:
             utterance.judging.cancel()
             utterance.judging = None
+        if utterance is not None and utterance.reading is not None:
+            utterance.reading.cancel()
+            utterance.reading = None
 
     def _start_speculative(self) -> None:
         utterance = self._open
@@ -520,6 +533,43 @@ class AsrStage:
     async def _tentative(self, utterance: _Utterance, decode: _Decode, text: str) -> None:
         await self.out.send(Tentative(decode.utterance, text, decode.metrics))
         await self._heard(utterance, text)
+        self._start_reading(utterance, decode, text)
+
+    def _start_reading(self, utterance: _Utterance, decode: _Decode, text: str) -> None:
+        """The text judge on the speculative final's words: they are all the
+        words of this silence, which the partials may not be yet."""
+        reader = self.ctx.engines.turn_text
+        if reader is None or not reader.ready or self._open is not utterance:
+            return
+        if utterance.speculative is not decode or not self.endpointer.in_trailing_silence:
+            return
+        if utterance.reading is not None:
+            utterance.reading.cancel()
+        utterance.reading = scope = trio.CancelScope()
+        self._nursery.start_soon(self._read, utterance, reader, text, scope)
+
+    async def _read(
+        self, utterance: _Utterance, reader: TextTurnJudge, text: str, scope: trio.CancelScope
+    ) -> None:
+        end_p: float | None = None
+        started = trio.current_time()
+        with scope:
+            try:
+                end_p = await reader.end_probability(text)
+            except EngineError as exc:
+                log_event(self.ctx.sid, "turn_read_fail", level=logging.WARNING, reason=str(exc))
+        if scope.cancelled_caught or self._open is not utterance:
+            return  # speech resumed or the utterance ended: the answer is stale
+        utterance.reading = None
+        if end_p is None:
+            return
+        self.endpointer.text_verdict(text, end_p)
+        log_event(
+            self.ctx.sid,
+            "turn_read",
+            end_p=round(end_p, 3),
+            read_ms=round((trio.current_time() - started) * 1000),
+        )
 
     async def _retract(self) -> None:
         utterance = self._open

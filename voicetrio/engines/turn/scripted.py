@@ -90,4 +90,45 @@ class ScriptedTurnJudge:
         return self.judge(pcm)
 
 
-__all__ = ["Rule", "Scripted", "ScriptedTurnJudge", "always", "by_words"]
+#: A text rule: p(end) of the words, or None for a failed run.
+TextRule = Callable[[str], float | None]
+
+
+class ScriptedTextJudge:
+    """A :class:`~voicetrio.engines.base.TextTurnJudge` whose answers are a
+    rule on the words (default: 1.0, the turn is over). ``delay_s`` is each
+    run's ``trio.sleep``; ``texts`` keeps what it was asked, in order."""
+
+    def __init__(
+        self, rule: TextRule | None = None, *, delay_s: float = 0.0, ready: bool = True
+    ) -> None:
+        if not delay_s >= 0:  # also rejects NaN
+            raise ValueError(f"delay_s must be >= 0, got {delay_s}")
+        self.rule: TextRule = rule if rule is not None else (lambda _text: 1.0)
+        self.delay_s = delay_s
+        self.ready = ready
+        self.texts: list[str] = []
+
+    async def start(self, services: trio.Nursery) -> None:
+        self.ready = True
+
+    async def end_probability(self, text: str) -> float:
+        await trio.sleep(self.delay_s)
+        if not self.ready:
+            raise TurnJudgeError("the scripted text judge is not ready")
+        self.texts.append(text)
+        answer = self.rule(text)
+        if answer is None:
+            raise TurnJudgeError("scripted failure")
+        return answer
+
+
+__all__ = [
+    "Rule",
+    "Scripted",
+    "ScriptedTextJudge",
+    "ScriptedTurnJudge",
+    "TextRule",
+    "always",
+    "by_words",
+]
