@@ -95,6 +95,10 @@ class Config:
     # is opt-in ("smart") until it measures better than the fixed window.
     turn_judge: str = "none"
     turn_threshold: float = 0.5
+    # The text judge's p(end) thresholds (core/text_turn.py): at or above
+    # complete_p the words end the turn, below incomplete_p they do not.
+    turn_text_complete_p: float = 0.1
+    turn_text_incomplete_p: float = 0.02
     turn_complete_silence_ms: int = 250
     turn_incomplete_silence_ms: int = 2000
     turn_judge_after_ms: int = 100
@@ -244,6 +248,8 @@ _BOUNDS: Final[dict[str, tuple[float, float]]] = {
     "asr_timeout_s": (0.1, 600),
     "asr_slots": (0, 256),
     "turn_threshold": (0.01, 0.99),
+    "turn_text_complete_p": (0.0, 1.0),
+    "turn_text_incomplete_p": (0.0, 1.0),
     "turn_complete_silence_ms": (30, 2000),
     "turn_incomplete_silence_ms": (300, 10_000),
     "turn_judge_after_ms": (0, 2000),
@@ -277,7 +283,8 @@ _BOUNDS: Final[dict[str, tuple[float, float]]] = {
 _CHOICES: Final[dict[str, tuple[str, ...]]] = {
     "engines": ("fake", "real"),
     "fake_llm_mode": ("normal", "hang", "fail"),
-    "turn_judge": ("", "smart", "none", "scripted"),
+    "llm_tools": ("auto", "on", "off"),
+    "turn_judge": ("", "smart", "text", "both", "none", "scripted", "scripted-text"),
     "log_level": ("DEBUG", "INFO", "WARNING", "ERROR"),
     "tts_engine": ("pyttsx3", "piper", "fake"),
     "asr_compute_type": ("int8", "int8_float32", "int16", "float16", "float32", "default"),
@@ -356,8 +363,18 @@ def validate(config: Config) -> Config:
             f"STREAM_TURN_INCOMPLETE_SILENCE_MS, got {config.turn_complete_silence_ms}, "
             f"{config.vad_silence_ms}, {config.turn_incomplete_silence_ms}",
         )
+    if config.turn_text_incomplete_p > config.turn_text_complete_p:
+        raise ConfigError(
+            "STREAM_TURN_TEXT_INCOMPLETE_P",
+            f"{config.turn_text_incomplete_p} is above STREAM_TURN_TEXT_COMPLETE_P "
+            f"({config.turn_text_complete_p})",
+        )
     if config.agent_port and config.agent_port == config.port:
         raise ConfigError("STREAM_AGENT_PORT", f"{config.agent_port} is STREAM_PORT already")
+    try:
+        parse_llm_setting(config.llm_model)
+    except CatalogError as exc:
+        raise ConfigError("STREAM_LLM_MODEL", str(exc)) from None
     if config.openai_base_url and not config.openai_base_url.startswith(("http://", "https://")):
         raise ConfigError("OPENAI_BASE_URL", "must start with http:// or https://")
     if config.asr_url:
