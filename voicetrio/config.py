@@ -283,7 +283,6 @@ _BOUNDS: Final[dict[str, tuple[float, float]]] = {
 _CHOICES: Final[dict[str, tuple[str, ...]]] = {
     "engines": ("fake", "real"),
     "fake_llm_mode": ("normal", "hang", "fail"),
-    "llm_tools": ("auto", "on", "off"),
     "turn_judge": ("", "smart", "text", "both", "none", "scripted", "scripted-text"),
     "log_level": ("DEBUG", "INFO", "WARNING", "ERROR"),
     "tts_engine": ("pyttsx3", "piper", "fake"),
@@ -371,10 +370,6 @@ def validate(config: Config) -> Config:
         )
     if config.agent_port and config.agent_port == config.port:
         raise ConfigError("STREAM_AGENT_PORT", f"{config.agent_port} is STREAM_PORT already")
-    try:
-        parse_llm_setting(config.llm_model)
-    except CatalogError as exc:
-        raise ConfigError("STREAM_LLM_MODEL", str(exc)) from None
     if config.openai_base_url and not config.openai_base_url.startswith(("http://", "https://")):
         raise ConfigError("OPENAI_BASE_URL", "must start with http:// or https://")
     if config.asr_url:
