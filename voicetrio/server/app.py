@@ -15,6 +15,7 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
@@ -25,12 +26,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from quart import Response, jsonify, request, send_from_directory, websocket
 from quart_trio import QuartTrio
 
-from voicetrio import __version__
+from voicetrio import __version__, prom
 from voicetrio.config import Config, share_of, usable_cores
-from voicetrio.core import agent
-from voicetrio.core.agent import AgentReport
 from voicetrio.core.capacity import CapacityModel, Load, load, refusal
-from voicetrio.core.events import Error
+from voicetrio.core.events import Error, Info
 from voicetrio.core.inputs import Frame
 from voicetrio.core.prompt import system_prompt
 from voicetrio.engines.base import Engines, ModelLoadError
@@ -39,7 +38,6 @@ from voicetrio.logs import log_event
 from voicetrio.prom import PromObserver
 from voicetrio.server import http_api
 from voicetrio.server.access import AccessPolicy, Denied
-from voicetrio.server.agent import serve_agent
 from voicetrio.server.front import Connections, serve_app
 from voicetrio.session.connection import Session, TransportClosed
 from voicetrio.wire import realtime
@@ -73,12 +71,11 @@ class Hub:
         self.model = CapacityModel(
             cores=usable_cores() / config.workers, utilization=config.target_utilization
         )
-        self.observer = PromObserver()
-        self.observer.watch(
-            depth=lambda: sum(len(s.outbox.queue) for s in self.sessions),
-            nbytes=lambda: sum(s.outbox.queue.nbytes for s in self.sessions),
-            sessions=lambda: len(self.sessions),
+        # With several workers, each writes its metrics where all can read them.
+        self.observer = PromObserver(
+            worker=worker, shared=prom.shared_dir() if config.workers > 1 else None
         )
+        self.observer.watch(self.readings)
 
     @property
     def engines(self) -> Engines:
@@ -103,6 +100,20 @@ class Hub:
             llm_wait_s=self.engines.replies.urgent_wait_s(),
         )
 
+    def readings(self) -> prom.Readings:
+        """This worker's live figures, for the metrics' gauges."""
+        figures = self.figures()
+        return prom.Readings(
+            sessions=len(self.sessions),
+            queue_depth=sum(len(s.outbox.queue) for s in self.sessions),
+            queue_bytes=sum(s.outbox.queue.nbytes for s in self.sessions),
+            capacity=figures.capacity,
+            load=load(figures),
+            ready=self.ready,
+            decode_wait_s=figures.decode_wait_s,
+            llm_wait_s=figures.llm_wait_s,
+        )
+
     @property
     def sessions_total(self) -> int:
         """Sessions accepted so far: the Prometheus counter's figure (no second count)."""
@@ -117,27 +128,11 @@ class Hub:
         for session in list(self.sessions):
             session.fail(Error(ErrorCode.MODEL_LOAD_FAIL, str(exc)), CloseCode.INTERNAL_ERROR)
 
-    def agent_report(self) -> AgentReport:
-        """What HAProxy's agent check hears now (voicetrio.core.agent)."""
-        return agent.report(
-            draining=self.draining,
-            ready=self.ready,
-            failed=self.host.failure is not None,
-            load=load(self.figures()),
-        )
-
     async def run_session(self, session: Session) -> None:
         if self.draining:
-            # As a full server refuses, with no wait: behind a balancer the
-            # retry goes to another backend (this one says drain to it).
-            self.observer.rejected.labels(reason="draining").inc()
-            log_event(None, "session_refused", reason="draining", sessions=len(self.sessions))
-            busy = Error(
-                ErrorCode.SERVER_BUSY,
-                "the server is draining (shutting down); connect again",
-                details=(("retry_after_s", 0),),
+            await session.refuse(
+                Info("shutdown", "server is shutting down"), CloseCode.GOING_AWAY, "server shutdown"
             )
-            await session.refuse(busy, CloseCode.TRY_AGAIN_LATER, "server draining")
             return
         if self.host.failure is not None:
             await session.refuse(
@@ -162,20 +157,16 @@ class Hub:
             return
         self.sessions.add(session)
         self.observer.sessions_total.inc()
+        # At once, not at the next timer: a scrape on another worker counts it.
+        self.observer.refresh()
         try:
             await session.run()
         finally:
             self.sessions.discard(session)
+            self.observer.refresh()
 
-    async def shutdown(self, grace_s: float, delay_s: float = 0.0) -> None:
-        """Drain: refuse new sessions at once (the agent check says drain,
-        /health 503); after ``delay_s``, in which the sessions go on as
-        before while a balancer learns of it, tell every session, give turns
-        in flight ``grace_s``, and close them."""
+    async def shutdown(self, grace_s: float) -> None:
         self.draining = True
-        if delay_s > 0:
-            log_event(None, "draining", sessions=len(self.sessions), delay_s=delay_s)
-            await trio.sleep(delay_s)
         deadline = trio.current_time() + grace_s
         log_event(None, "shutdown", sessions=len(self.sessions), grace_s=grace_s)
         async with trio.open_nursery() as nursery:
@@ -183,6 +174,10 @@ class Hub:
                 nursery.start_soon(session.shutdown, deadline)
         log_event(None, "shutdown_done")
 
+
+#: How stale another worker's gauges (queue depths, load) may be in a
+#: scrape; sessions opened or closed are written at once.
+METRICS_REFRESH_S: Final = 1.0
 
 # How a send or close finds the connection gone. Hypercorn raises
 # UnexpectedMessageError for a send once it has seen the connection close
@@ -229,6 +224,8 @@ def create_app(config: Config, hub: Hub) -> QuartTrio:
         # In the background: HTTP answers (and /health says "starting") while
         # models load.
         await app.nursery.start(hub.host.run)
+        if hub.observer.shared is not None:
+            app.nursery.start_soon(_refresh_metrics, hub)
 
     policy = AccessPolicy.from_settings(config.auth_tokens, config.allowed_origins)
 
@@ -350,6 +347,14 @@ def create_app(config: Config, hub: Hub) -> QuartTrio:
     return app
 
 
+async def _refresh_metrics(hub: Hub) -> None:
+    """Keep this worker's gauges fresh for scrapes that another worker
+    answers (its own answers refresh them anyway)."""
+    while True:
+        await trio.sleep(METRICS_REFRESH_S)
+        hub.observer.refresh()
+
+
 def _status(hub: Hub) -> str:
     if hub.draining:
         return "draining"
@@ -380,8 +385,6 @@ class Running:
     port: int
     hub: Hub
     shutdown: trio.Event
-    #: The port answering HAProxy's agent check, if any.
-    agent_port: int | None = None
 
     @property
     def url(self) -> str:
@@ -395,7 +398,6 @@ async def serve(
     host: EngineHost | None = None,
     listener: socket.socket | None = None,
     worker: int = 0,
-    agent_listener: socket.socket | None = None,
     task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until ``shutdown`` is set; then drain the sessions and return.
@@ -410,8 +412,7 @@ async def serve(
     ``host`` replaces the engine host built from the config (another engine
     set, or a loader of one's own). ``listener`` is a listening socket to
     accept on instead of binding ``config.host:config.port`` (a worker's,
-    shared with the others); ``worker`` is its index. ``agent_listener``,
-    a listening socket, answers HAProxy's agent check until serve() returns.
+    shared with the others); ``worker`` is its index.
     """
     hub = Hub(config, host, worker=worker)
     app = create_app(config, hub)
@@ -421,43 +422,26 @@ async def serve(
 
     async def trigger() -> None:
         await stop.wait()
-        # No delay for a server whose engines failed: it has nothing to finish.
-        delay_s = config.drain_delay_s if hub.host.failure is None else 0.0
-        await hub.shutdown(config.shutdown_grace_s, delay_s)
+        await hub.shutdown(config.shutdown_grace_s)
 
     def has_room() -> bool:
         # Alone, a full server takes a connection at once, to refuse it.
         return config.workers == 1 or refusal(hub.figures()) is None
 
-    async def front(task_status: trio.TaskStatus[list[str]]) -> None:
-        await serve_app(
-            app,
-            hypercorn_config(config),
-            hub.connections,
-            listeners=None if listener is None else [listener],
-            has_room=has_room,
-            shutdown_trigger=trigger,
-            task_status=task_status,
-        )
-        # Served and drained: the agent's last word (drain) has been said.
-        nursery.cancel_scope.cancel()
-
-    async def agent_reply() -> AgentReport:
-        return hub.agent_report()
-
     async with trio.open_nursery() as nursery:
-        agent_port: int | None = None
-        if agent_listener is not None:
-            agent_port = await nursery.start(serve_agent, agent_listener, agent_reply)
-        binds: list[str] = await nursery.start(front)
-        port = int(binds[0].rsplit(":", 1)[1])
-        log_event(
-            None,
-            "listening",
-            url=f"http://{config.host}:{port}",
-            engines=config.engines,
-            agent_port=agent_port,
+        binds: list[str] = await nursery.start(
+            partial(
+                serve_app,
+                app,
+                hypercorn_config(config),
+                hub.connections,
+                listeners=None if listener is None else [listener],
+                has_room=has_room,
+                shutdown_trigger=trigger,
+            )
         )
-        task_status.started(Running(port, hub, stop, agent_port=agent_port))
+        port = int(binds[0].rsplit(":", 1)[1])
+        log_event(None, "listening", url=f"http://{config.host}:{port}", engines=config.engines)
+        task_status.started(Running(port, hub, stop))
     if hub.host.failure is not None:
         raise hub.host.failure
