@@ -13,7 +13,7 @@ from typing import Final
 
 import trio
 
-from voicetrio import __version__
+from voicetrio import __version__, models_cli
 from voicetrio.client import cli as client_cli
 from voicetrio.config import Config, ConfigError, from_env
 from voicetrio.logs import log_event, setup_logging
@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     client = commands.add_parser("client", help="stream a WAV file to a server, print events")
     client_cli.add_arguments(client)
+
+    models = commands.add_parser("models", help="the model catalog: list, install, verify")
+    models_cli.add_arguments(models)
     return parser
 
 
@@ -79,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "client":
         return client_cli.run(args)
+    if args.command == "models":
+        return models_cli.run(args)
     try:
         config = load_config(args)
     except ConfigError as exc:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from voicetrio.core.inputs import Limits
+from voicetrio.core.model_catalog import DEFAULT_LLM, CatalogError, parse_llm_setting
 from voicetrio.core.remote_transcription import realtime_url
 
 EngineSet = Literal["fake", "real"]
@@ -124,6 +125,9 @@ class Config:
     llm_timeout_s: float = 30.0
     llm_gap_timeout_s: float = 4.0
 
+    # The embedded LLM (STREAM_LLM_MODEL): a catalog name (voicetrio.core.
+    # model_catalog, `voicetrio models list`) or a path to any GGUF file.
+    llm_model: str = DEFAULT_LLM
     llm_threads: int = 0
     llm_ctx_size: int = 2048
     llm_slots: int = 0  # 0: 2 for the embedded LLM, 16 for a service
@@ -370,6 +374,10 @@ def validate(config: Config) -> Config:
         )
     if config.agent_port and config.agent_port == config.port:
         raise ConfigError("STREAM_AGENT_PORT", f"{config.agent_port} is STREAM_PORT already")
+    try:
+        parse_llm_setting(config.llm_model)
+    except CatalogError as exc:
+        raise ConfigError("STREAM_LLM_MODEL", str(exc)) from None
     if config.openai_base_url and not config.openai_base_url.startswith(("http://", "https://")):
         raise ConfigError("OPENAI_BASE_URL", "must start with http:// or https://")
     if config.asr_url:

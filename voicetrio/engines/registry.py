@@ -521,9 +521,14 @@ class GatedLlm:
             )
             log_event(None, "llm_service", base_url=config.openai_base_url, model=config.openai_model)
             return
-        from voicetrio.engines.llm.embedded import SMOLLM2_MODEL_NAME, EmbeddedLlmServer
+        from voicetrio.engines.catalog import resolve_llm
+        from voicetrio.engines.llm.embedded import EmbeddedLlmServer
 
+        # STREAM_LLM_MODEL's file, refused unless its sha256 is the catalog's
+        # (hashing, when no marker vouches for it, takes seconds: a thread).
+        model = await trio.to_thread.run_sync(resolve_llm, config.llm_model)
         server = EmbeddedLlmServer(
+            model_path=model.path,
             ctx_size=config.llm_ctx_size,
             threads=config.llm_threads or None,
             parallel=reply_slots(config),
@@ -533,7 +538,7 @@ class GatedLlm:
         llm = OpenAiLlm(
             base_url=base_url,
             api_key=server.api_key,
-            model=SMOLLM2_MODEL_NAME,
+            model=model.served_name,
             max_tokens=config.openai_max_tokens,
             temperature=config.openai_temperature,
         )
@@ -553,7 +558,7 @@ class GatedLlm:
             await llm.aclose()
             raise ModelLoadError(f"the embedded language model does not answer: {exc}") from exc
         self.inner = llm
-        log_event(None, "llm_embedded", base_url=base_url, model=SMOLLM2_MODEL_NAME)
+        log_event(None, "llm_embedded", base_url=base_url, model=model.served_name, path=str(model.path))
 
     def stream(
         self, messages: Sequence[ChatMessage]

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from voicetrio.config import Config
-from voicetrio.engines.llm.embedded import SMOLLM2_MODEL_NAME
+from voicetrio.core.model_catalog import served_name
 from voicetrio.engines.models import SHIPPED, find_package
 
 Kind = Literal["transcription", "chat", "speech"]
@@ -62,7 +62,7 @@ def available_models(
     loaded = config.model_whisper.strip()
     entries = [ModelEntry(loaded, "transcription")]
     if talks:
-        llm = config.openai_model if config.openai_base_url else SMOLLM2_MODEL_NAME
+        llm = config.openai_model if config.openai_base_url else served_name(config.llm_model)
         entries += [ModelEntry(llm, "chat"), ModelEntry(_tts_id(config), "speech")]
     for name, shipped in SHIPPED.items():
         packages = {shipped.folder.package, *(p.package for p in shipped.parts)}
