@@ -15,7 +15,6 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
@@ -28,8 +27,10 @@ from quart_trio import QuartTrio
 
 from voicetrio import __version__, prom
 from voicetrio.config import Config, share_of, usable_cores
+from voicetrio.core import agent
+from voicetrio.core.agent import AgentReport
 from voicetrio.core.capacity import CapacityModel, Load, load, refusal
-from voicetrio.core.events import Error, Info
+from voicetrio.core.events import Error
 from voicetrio.core.inputs import Frame
 from voicetrio.core.prompt import system_prompt
 from voicetrio.engines.base import Engines, ModelLoadError
@@ -38,6 +39,7 @@ from voicetrio.logs import log_event
 from voicetrio.prom import PromObserver
 from voicetrio.server import http_api
 from voicetrio.server.access import AccessPolicy, Denied
+from voicetrio.server.agent import serve_agent
 from voicetrio.server.front import Connections, serve_app
 from voicetrio.session.connection import Session, TransportClosed
 from voicetrio.wire import realtime
@@ -128,11 +130,27 @@ class Hub:
         for session in list(self.sessions):
             session.fail(Error(ErrorCode.MODEL_LOAD_FAIL, str(exc)), CloseCode.INTERNAL_ERROR)
 
+    def agent_report(self) -> AgentReport:
+        """What HAProxy's agent check hears now (voicetrio.core.agent)."""
+        return agent.report(
+            draining=self.draining,
+            ready=self.ready,
+            failed=self.host.failure is not None,
+            load=load(self.figures()),
+        )
+
     async def run_session(self, session: Session) -> None:
         if self.draining:
-            await session.refuse(
-                Info("shutdown", "server is shutting down"), CloseCode.GOING_AWAY, "server shutdown"
+            # As a full server refuses, with no wait: behind a balancer the
+            # retry goes to another backend (this one says drain to it).
+            self.observer.rejected.labels(reason="draining").inc()
+            log_event(None, "session_refused", reason="draining", sessions=len(self.sessions))
+            busy = Error(
+                ErrorCode.SERVER_BUSY,
+                "the server is draining (shutting down); connect again",
+                details=(("retry_after_s", 0),),
             )
+            await session.refuse(busy, CloseCode.TRY_AGAIN_LATER, "server draining")
             return
         if self.host.failure is not None:
             await session.refuse(
@@ -165,8 +183,15 @@ class Hub:
             self.sessions.discard(session)
             self.observer.refresh()
 
-    async def shutdown(self, grace_s: float) -> None:
+    async def shutdown(self, grace_s: float, delay_s: float = 0.0) -> None:
+        """Drain: refuse new sessions at once (the agent check says drain,
+        /health 503); after ``delay_s``, in which the sessions go on as
+        before while a balancer learns of it, tell every session, give turns
+        in flight ``grace_s``, and close them."""
         self.draining = True
+        if delay_s > 0:
+            log_event(None, "draining", sessions=len(self.sessions), delay_s=delay_s)
+            await trio.sleep(delay_s)
         deadline = trio.current_time() + grace_s
         log_event(None, "shutdown", sessions=len(self.sessions), grace_s=grace_s)
         async with trio.open_nursery() as nursery:
@@ -385,6 +410,8 @@ class Running:
     port: int
     hub: Hub
     shutdown: trio.Event
+    #: The port answering HAProxy's agent check, if any.
+    agent_port: int | None = None
 
     @property
     def url(self) -> str:
@@ -398,6 +425,7 @@ async def serve(
     host: EngineHost | None = None,
     listener: socket.socket | None = None,
     worker: int = 0,
+    agent_listener: socket.socket | None = None,
     task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until ``shutdown`` is set; then drain the sessions and return.
@@ -412,7 +440,8 @@ async def serve(
     ``host`` replaces the engine host built from the config (another engine
     set, or a loader of one's own). ``listener`` is a listening socket to
     accept on instead of binding ``config.host:config.port`` (a worker's,
-    shared with the others); ``worker`` is its index.
+    shared with the others); ``worker`` is its index. ``agent_listener``,
+    a listening socket, answers HAProxy's agent check until serve() returns.
     """
     hub = Hub(config, host, worker=worker)
     app = create_app(config, hub)
@@ -422,26 +451,43 @@ async def serve(
 
     async def trigger() -> None:
         await stop.wait()
-        await hub.shutdown(config.shutdown_grace_s)
+        # No delay for a server whose engines failed: it has nothing to finish.
+        delay_s = config.drain_delay_s if hub.host.failure is None else 0.0
+        await hub.shutdown(config.shutdown_grace_s, delay_s)
 
     def has_room() -> bool:
         # Alone, a full server takes a connection at once, to refuse it.
         return config.workers == 1 or refusal(hub.figures()) is None
 
-    async with trio.open_nursery() as nursery:
-        binds: list[str] = await nursery.start(
-            partial(
-                serve_app,
-                app,
-                hypercorn_config(config),
-                hub.connections,
-                listeners=None if listener is None else [listener],
-                has_room=has_room,
-                shutdown_trigger=trigger,
-            )
+    async def front(task_status: trio.TaskStatus[list[str]]) -> None:
+        await serve_app(
+            app,
+            hypercorn_config(config),
+            hub.connections,
+            listeners=None if listener is None else [listener],
+            has_room=has_room,
+            shutdown_trigger=trigger,
+            task_status=task_status,
         )
+        # Served and drained: the agent's last word (drain) has been said.
+        nursery.cancel_scope.cancel()
+
+    async def agent_reply() -> AgentReport:
+        return hub.agent_report()
+
+    async with trio.open_nursery() as nursery:
+        agent_port: int | None = None
+        if agent_listener is not None:
+            agent_port = await nursery.start(serve_agent, agent_listener, agent_reply)
+        binds: list[str] = await nursery.start(front)
         port = int(binds[0].rsplit(":", 1)[1])
-        log_event(None, "listening", url=f"http://{config.host}:{port}", engines=config.engines)
-        task_status.started(Running(port, hub, stop))
+        log_event(
+            None,
+            "listening",
+            url=f"http://{config.host}:{port}",
+            engines=config.engines,
+            agent_port=agent_port,
+        )
+        task_status.started(Running(port, hub, stop, agent_port=agent_port))
     if hub.host.failure is not None:
         raise hub.host.failure

@@ -39,6 +39,7 @@ import trio
 from voicetrio import prom
 from voicetrio.config import Config
 from voicetrio.logs import log_event
+from voicetrio.server.agent import answer_for_workers
 
 #: Pause before restarting a worker that died, doubled on each death that
 #: comes soon after the previous start, up to the maximum.
@@ -65,6 +66,8 @@ class _Worker:
     index: int
     process: trio.Process | None = None
     exit_code: int | None = None
+    #: Its agent check's socket (loopback), which the supervisor asks.
+    agent: socket.socket | None = None
 
 
 async def supervise(config: Config, listener: socket.socket, serve_argv: Sequence[str]) -> int:
@@ -78,6 +81,23 @@ async def supervise(config: Config, listener: socket.socket, serve_argv: Sequenc
     port = listener.getsockname()[1]
     workers = [_Worker(i) for i in range(config.workers)]
     stopping = trio.Event()
+    # HAProxy has one server line per address, and the workers share one:
+    # the supervisor answers its agent check for the box, from what each
+    # worker's own agent (on a loopback port) says (voicetrio.server.agent).
+    box_agent: socket.socket | None = None
+    if config.agent_port:
+        try:
+            box_agent = bind_listener(config.host, config.agent_port)
+        except OSError as exc:
+            print(
+                f"voicetrio: cannot listen on {config.host}:{config.agent_port} "
+                f"(STREAM_AGENT_PORT): {exc.strerror}",
+                file=sys.stderr,
+            )
+            return 1
+        for worker in workers:
+            worker.agent = bind_listener("127.0.0.1", 0)
+    all_stopped = trio.Event()
     metrics_dir = prom.make_shared_dir()
     # Read by prometheus-client when a worker first imports it.
     env = {**os.environ, prom.SHARED_DIR_ENV: metrics_dir}
@@ -86,7 +106,15 @@ async def supervise(config: Config, listener: socket.socket, serve_argv: Sequenc
         return [
             sys.executable, "-m", "voicetrio", "serve", *serve_argv,
             "--listen-fd", str(listener.fileno()), "--worker-index", str(worker.index),
+            *([] if worker.agent is None else ["--agent-fd", str(worker.agent.fileno())]),
         ]  # fmt: skip
+
+    async def run_worker(worker: _Worker) -> None:
+        try:
+            await keep_running(worker)
+        finally:
+            if all(w.process is None or w.process.returncode is not None for w in workers):
+                all_stopped.set()
 
     async def keep_running(worker: _Worker) -> None:
         pause = RESTART_PAUSE_S
@@ -95,7 +123,7 @@ async def supervise(config: Config, listener: socket.socket, serve_argv: Sequenc
             process = await trio.lowlevel.open_process(
                 command(worker),
                 stdin=subprocess.PIPE,
-                pass_fds=(listener.fileno(),),
+                pass_fds=(listener.fileno(), *([] if worker.agent is None else [worker.agent.fileno()])),
                 env=env,
                 # Out of the terminal's process group: Ctrl-C reaches the
                 # supervisor only, which tells each worker once.
@@ -138,7 +166,10 @@ async def supervise(config: Config, listener: socket.socket, serve_argv: Sequenc
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
                 for worker in workers:
-                    nursery.start_soon(keep_running, worker)
+                    nursery.start_soon(run_worker, worker)
+                if box_agent is not None:
+                    ports = [w.agent.getsockname()[1] for w in workers if w.agent is not None]
+                    nursery.start_soon(answer_for_workers, box_agent, ports, stopping, all_stopped)
                 print(
                     f"voicetrio serving on http://{config.host}:{port}/ with {config.workers} workers",
                     file=sys.stderr,
