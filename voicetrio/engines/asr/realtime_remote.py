@@ -35,7 +35,9 @@ partial) and goes on.
 from __future__ import annotations
 
 import logging
+import ssl
 from typing import Final
+from urllib.parse import urlsplit
 
 import trio
 from trio_websocket import (
@@ -43,7 +45,7 @@ from trio_websocket import (
     ConnectionRejected,
     HandshakeError,
     WebSocketConnection,
-    connect_websocket_url,
+    wrap_client_stream,
 )
 
 from voicetrio.core import remote_transcription as rt
@@ -64,13 +66,28 @@ CLOSE_TIMEOUT_S: Final = 2.0
 #: is far above anything a transcription session sends.
 MAX_EVENT_BYTES: Final = 1024 * 1024
 
+_Stream = trio.SocketStream | trio.SSLStream[trio.SocketStream]
+
 
 class _Remote:
-    """One connection: one decode at a time, numbered for the event ids."""
+    """One connection: one decode at a time, numbered for the event ids.
 
-    def __init__(self, ws: WebSocketConnection) -> None:
+    The engine owns its TCP stream: trio-websocket leaves a client's stream
+    open when the server closes the WebSocket (a client is to wait for the
+    server's TCP close), so the engine closes it whatever happened."""
+
+    def __init__(self, ws: WebSocketConnection, stream: _Stream) -> None:
         self.ws = ws
+        self.stream = stream
         self.decodes = 0
+
+    async def close(self) -> None:
+        try:
+            with trio.move_on_after(CLOSE_TIMEOUT_S):
+                await self.ws.aclose()
+        finally:
+            # Closes the socket at once, even when cancelled.
+            await self.stream.aclose()
 
     @property
     def open(self) -> bool:
@@ -122,6 +139,12 @@ class RealtimeAsr:
         self.timeout_s = timeout_s
         self.scheduler = scheduler if scheduler is not None else Scheduler(REMOTE_ASR_SLOTS)
         self._headers = [(b"authorization", f"Bearer {api_key}".encode())] if api_key else []
+        parts = urlsplit(self.url)
+        self._tls = ssl.create_default_context() if parts.scheme == "wss" else None
+        self._hostname = parts.hostname or ""
+        self._port = parts.port or (443 if self._tls is not None else 80)
+        self._host = parts.netloc.rpartition("@")[2]
+        self._resource = f"{parts.path}?{parts.query}"
         #: Whether the remote answered the latest connect attempt.
         self.ready = False
         self.decodes = 0
@@ -141,6 +164,7 @@ class RealtimeAsr:
             self._nursery = nursery
             self._running.set()
             task_status.started()
+            # Each connection's task closes its socket when cancelled.
             await self._keep()
 
     async def _keep(self) -> None:
@@ -163,52 +187,87 @@ class RealtimeAsr:
         """A new connection, configured; marks the engine ready or not."""
         assert self._nursery is not None
         try:
-            try:
-                ws = await connect_websocket_url(
-                    self._nursery,
-                    self.url,
-                    extra_headers=self._headers,
-                    max_message_size=MAX_EVENT_BYTES,
-                )
-            except ConnectionRejected as exc:
-                raise AsrError(
-                    f"the remote ASR at {self.url} refused the connection: HTTP {exc.status_code}"
-                ) from None
-            except (HandshakeError, OSError) as exc:
-                raise AsrError(
-                    f"cannot connect to the remote ASR at {self.url}: {type(exc).__name__}: {exc}"
-                ) from None
-            remote = _Remote(ws)
-            try:
-                await remote.configure(self.model, self.language)
-            except BaseException:
-                self._discard(remote)
-                raise
-        except (AsrError, ConnectionClosed, rt.RemoteTranscriptionError) as exc:
+            remote: _Remote = await self._nursery.start(self._hold)
+        except AsrError:
             self._set_down()
-            if isinstance(exc, AsrError):
-                raise
-            raise AsrError(f"the remote ASR at {self.url} did not open a session: {_reason(exc)}") from None
+            raise
         self.connects += 1
         if not self.ready:
             log_event(None, "asr_remote_up", url=self.url)
         self.ready = True
         return remote
 
+    async def _hold(self, *, task_status: trio.TaskStatus[_Remote]) -> None:
+        """Open one connection, report it once its session is configured, and
+        keep its reader task until it closes.
+
+        The reader runs in a nursery of this connection's own: trio-websocket
+        raises a refused handshake (HTTP 401) from its reader task, which must
+        reach the caller of :meth:`_connect`, not the engine's nursery. Raises
+        AsrError before reporting; after, a connection's end is the end of
+        this task, whatever ended it.
+        """
+        stream = await self._open_stream()
+        started = False
+        try:
+            async with trio.open_nursery() as reader:
+                ws = await wrap_client_stream(
+                    reader,
+                    stream,
+                    self._host,
+                    self._resource,
+                    extra_headers=self._headers,
+                    max_message_size=MAX_EVENT_BYTES,
+                )
+                remote = _Remote(ws, stream)
+                await remote.configure(self.model, self.language)
+                task_status.started(remote)
+                started = True
+        except Exception as exc:
+            if not started:
+                raise AsrError(self._connect_failure(exc)) from None
+            # The connection's end shows to its user as ConnectionClosed.
+            log_event(None, "asr_remote_connection_end", level=logging.DEBUG, error=repr(exc))
+        finally:
+            # Closes the socket at once, even when cancelled.
+            await stream.aclose()
+
+    def _connect_failure(self, exc: BaseException) -> str:
+        """What went wrong opening a session, for the AsrError."""
+        leaf = _leaf(exc)
+        if isinstance(leaf, ConnectionRejected):
+            return f"the remote ASR at {self.url} refused the connection: HTTP {leaf.status_code}"
+        if isinstance(leaf, HandshakeError | ConnectionClosed | rt.RemoteTranscriptionError):
+            return f"the remote ASR at {self.url} did not open a session: {_reason(leaf)}"
+        return f"the remote ASR at {self.url} failed: {type(leaf).__name__}: {leaf}"
+
     def _set_down(self) -> None:
         self.ready = False
         self._down.set()
 
+    async def _open_stream(self) -> _Stream:
+        try:
+            if self._tls is None:
+                return await trio.open_tcp_stream(self._hostname, self._port)
+            return await trio.open_ssl_over_tcp_stream(
+                self._hostname, self._port, ssl_context=self._tls
+            )
+        except OSError as exc:
+            raise AsrError(
+                f"cannot connect to the remote ASR at {self.url}: {type(exc).__name__}: {exc}"
+            ) from None
+
     def _discard(self, remote: _Remote) -> None:
         """Close ``remote`` without waiting for it (the caller may be cancelled)."""
-        if self._nursery is not None and remote.open:
-            self._nursery.start_soon(_close, remote.ws)
+        if self._nursery is not None:
+            self._nursery.start_soon(remote.close)
 
     async def _lease(self) -> _Remote:
         while self._idle:
             remote = self._idle.pop()
             if remote.open:
                 return remote
+            self._discard(remote)  # closed by the remote while idle
         await self._running.wait()
         return await self._connect()
 
@@ -257,16 +316,18 @@ class RealtimeAsr:
             return text.strip()
 
 
+def _leaf(exc: BaseException) -> BaseException:
+    """The first exception in ``exc``, however deeply nurseries grouped it."""
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, ConnectionClosed) and exc.reason is not None:
         reason = exc.reason
         return f"code {reason.code}" + (f" ({reason.reason})" if reason.reason else "")
     return str(exc) or type(exc).__name__
-
-
-async def _close(ws: WebSocketConnection) -> None:
-    with trio.move_on_after(CLOSE_TIMEOUT_S):
-        await ws.aclose()
 
 
 __all__ = ["REMOTE_ASR_SLOTS", "RealtimeAsr"]
