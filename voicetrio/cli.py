@@ -44,6 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="server processes sharing the port (STREAM_WORKERS, default 1)",
     )
+    serve.add_argument(
+        "--tls-cert",
+        metavar="PEM",
+        help="serve https:// and wss:// with this certificate (chain) file (STREAM_TLS_CERT)",
+    )
+    serve.add_argument(
+        "--tls-key",
+        metavar="PEM",
+        help="the certificate's unencrypted private key file (STREAM_TLS_KEY)",
+    )
     # Set by the supervisor for its workers, never by hand.
     serve.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
     serve.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
@@ -74,6 +84,8 @@ def load_config(args: argparse.Namespace) -> Config:
         lean=getattr(args, "lean", None),
         engines=getattr(args, "engines", None),
         workers=getattr(args, "workers", None),
+        tls_cert=getattr(args, "tls_cert", None),
+        tls_key=getattr(args, "tls_key", None),
         model_whisper=args.asr_model,
     )
 
@@ -91,7 +103,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if args.command == "transcribe":
         return transcribe_file(config, args.file)
+    from voicetrio.server.tls import server_context
     from voicetrio.server.workers import bind_listener, listener_from_fd, supervise
+
+    try:
+        # Read the certificate and key now, in the supervisor too: a bad one
+        # is one line and exit 1, not workers dying and restarting.
+        server_context(config)
+    except ConfigError as exc:
+        print(f"voicetrio: {exc}", file=sys.stderr)
+        return 1
 
     if args.listen_fd is not None:  # a worker: its supervisor holds the port
         setup_logging(config.log_level, worker=args.worker_index)
@@ -152,6 +173,8 @@ def _serve_argv(args: argparse.Namespace) -> list[str]:
         ("--engines", args.engines),
         ("--asr-model", args.asr_model),
         ("--workers", args.workers),
+        ("--tls-cert", args.tls_cert),
+        ("--tls-key", args.tls_key),
     ):
         if value is not None:
             argv += [flag, str(value)]
@@ -205,8 +228,9 @@ async def _serve_until_signal(
                     )
                 )
                 if worker_index is None:  # a worker's supervisor says where it serves
+                    scheme = "https" if running.tls else "http"
                     print(
-                        f"voicetrio serving on http://{config.host}:{running.port}/",
+                        f"voicetrio serving on {scheme}://{config.host}:{running.port}/",
                         file=sys.stderr,
                         flush=True,
                     )

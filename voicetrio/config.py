@@ -48,6 +48,9 @@ class Config:
     # so that the balancer stops sending new ones first.
     agent_port: int = 0
     drain_delay_s: float = 0.0
+    # TLS on the box (voicetrio/server/tls.py): PEM files; both or neither.
+    tls_cert: str = ""
+    tls_key: str = ""
 
     # admission and access
     max_sessions: int = 0  # 0: sized for the machine, see effective_max_sessions
@@ -131,6 +134,11 @@ class Config:
     llm_threads: int = 0
     llm_ctx_size: int = 2048
     llm_slots: int = 0  # 0: 2 for the embedded LLM, 16 for a service
+    # Tools the assistant may call (core/builtin_tools.py: clock, timers,
+    # calculator): "auto" offers them when the model can call them (the
+    # embedded model's chat template declares tools; a service until it
+    # refuses them once), "on" always, "off" never.
+    llm_tools: str = "auto"
 
     # TTS
     tts_engine: str = "pyttsx3"
@@ -287,6 +295,7 @@ _BOUNDS: Final[dict[str, tuple[float, float]]] = {
 _CHOICES: Final[dict[str, tuple[str, ...]]] = {
     "engines": ("fake", "real"),
     "fake_llm_mode": ("normal", "hang", "fail"),
+    "llm_tools": ("auto", "on", "off"),
     "turn_judge": ("", "smart", "text", "both", "none", "scripted", "scripted-text"),
     "log_level": ("DEBUG", "INFO", "WARNING", "ERROR"),
     "tts_engine": ("pyttsx3", "piper", "fake"),
@@ -385,4 +394,8 @@ def validate(config: Config) -> Config:
             realtime_url(config.asr_url)
         except ValueError as exc:
             raise ConfigError("STREAM_ASR_URL", str(exc)) from None
+    if bool(config.tls_cert) != bool(config.tls_key):
+        # Half a TLS setting would serve plain HTTP where TLS was meant.
+        missing = "tls_key" if config.tls_cert else "tls_cert"
+        raise ConfigError(env_name(missing), "TLS needs both STREAM_TLS_CERT and STREAM_TLS_KEY")
     return config

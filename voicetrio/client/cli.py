@@ -34,6 +34,7 @@ from voicetrio.client.connection import (
     VoiceClient,
     connect,
     stream_pcm,
+    tls_context,
 )
 from voicetrio.wire.v1 import AUDIO_FORMATS, ErrorCode
 
@@ -324,7 +325,8 @@ async def main_async(
         return ExitCode.FAILED
     options = RunOptions.from_args(args)
     try:
-        async with connect(args.url) as client:
+        context = tls_context(args.ca_file) if args.ca_file else None
+        async with connect(args.url, ssl_context=context) as client:
             return await converse(client, pcm, sample_rate, options, out=out, err=err)
     except ConnectFailed as exc:
         print(exc, file=err)
@@ -366,6 +368,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE", help="16-bit PCM WAV file (mono or stereo)")
     parser.add_argument(
         "--url", default=DEFAULT_URL, help=f"server WebSocket (default {DEFAULT_URL})"
+    )
+    parser.add_argument(
+        "--ca-file",
+        metavar="PEM",
+        help="trust the CA certificates in this file for a wss:// URL (default: the system's)",
     )
     parser.add_argument(
         "--json", action="store_true", help='one JSON line per event: {"t": seconds, ...event}'

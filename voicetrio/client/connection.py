@@ -19,6 +19,7 @@ schedule so that a slow send never pushes the frames after it later.
 from __future__ import annotations
 
 import json
+import ssl
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -279,10 +280,14 @@ async def connect(
     headers: list[tuple[str, str]] | None = None,
     connect_timeout_s: float = 10.0,
     disconnect_timeout_s: float = 5.0,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[VoiceClient]:
     """Open a session with the server at ``url``; close it (1000) on exit.
 
-    Raises :class:`ConnectFailed` if the WebSocket cannot be opened.
+    ``ssl_context`` verifies a ``wss://`` server (default: the system's
+    trusted CAs; see :func:`tls_context` for a CA file of one's own).
+    Raises :class:`ConnectFailed` if the WebSocket cannot be opened, a
+    certificate that does not verify included.
     """
     extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers or []]
     try:
@@ -292,6 +297,7 @@ async def connect(
             max_message_size=_MAX_MESSAGE_BYTES,
             connect_timeout=connect_timeout_s,
             disconnect_timeout=disconnect_timeout_s,
+            ssl_context=ssl_context,
         )
     except ValueError as exc:  # a URL that is not ws:// or wss://
         raise ConnectFailed(url, str(exc)) from None
@@ -310,10 +316,29 @@ async def connect(
                 # the TCP close and stops without closing its own socket, and
                 # aclose() is then a no-op: close the stream ourselves.
                 await ws._stream.aclose()
-    except (HandshakeError, OSError) as exc:
+    except (HandshakeError, OSError, trio.BrokenResourceError) as exc:
+        # BrokenResourceError: the TLS handshake failed (trio wraps the
+        # ssl.SSLError, a certificate that does not verify, in it).
         if opened:
             raise
-        raise ConnectFailed(url, _describe_connect_error(exc, connect_timeout_s)) from exc
+        problem = _describe_connect_error(exc, connect_timeout_s)
+        if isinstance(exc, ConnectionTimeout) and url.startswith("wss://"):
+            # trio-websocket swallows a failed TLS handshake (a certificate
+            # that does not verify, a plain-HTTP server) and waits out the
+            # timeout, so the likely causes are named here.
+            problem += " (a wss:// server whose certificate does not verify, or no TLS on that port?)"
+        raise ConnectFailed(url, problem) from exc
+
+
+def tls_context(ca_file: str | None = None) -> ssl.SSLContext:
+    """A client TLS context that trusts the CA certificates in ``ca_file``
+    (PEM), or the system's when None. Raises :class:`ClientError` for a file
+    that cannot be read or holds no certificate."""
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except OSError as exc:  # ssl.SSLError included: no certificate in the file
+        problem = exc.reason if isinstance(exc, ssl.SSLError) else exc.strerror
+        raise ClientError(f"CA file {ca_file}: {problem or exc}") from None
 
 
 def _describe_connect_error(exc: BaseException, timeout_s: float) -> str:
@@ -332,6 +357,14 @@ def _describe_connect_error(exc: BaseException, timeout_s: float) -> str:
             break
     if isinstance(root, ConnectionRefusedError):
         return "connection refused"
+    if isinstance(root, ssl.SSLCertVerificationError):
+        return f"the server's TLS certificate does not verify ({root.verify_message})"
+    if isinstance(root, ssl.SSLError):
+        return f"the TLS handshake failed ({root.reason or root})"
+    if isinstance(root, trio.BrokenResourceError):
+        # The connection ended during the TLS handshake: a plain-HTTP
+        # server on a wss:// URL, or a proxy that hung up.
+        return "the connection ended during the TLS handshake"
     if isinstance(root, OSError) and root.strerror:
         return root.strerror[:1].lower() + root.strerror[1:]
     return str(root) or type(root).__name__

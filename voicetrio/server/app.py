@@ -41,6 +41,7 @@ from voicetrio.server import http_api
 from voicetrio.server.access import AccessPolicy, Denied
 from voicetrio.server.agent import serve_agent
 from voicetrio.server.front import Connections, serve_app
+from voicetrio.server.tls import server_context
 from voicetrio.session.connection import Session, TransportClosed
 from voicetrio.wire import realtime
 from voicetrio.wire.adapter import WireAdapter
@@ -410,12 +411,14 @@ class Running:
     port: int
     hub: Hub
     shutdown: trio.Event
+    #: Served over TLS (STREAM_TLS_CERT): https:// and wss://.
+    tls: bool = False
     #: The port answering HAProxy's agent check, if any.
     agent_port: int | None = None
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
+        return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.port}/ws"
 
 
 async def serve(
@@ -443,6 +446,8 @@ async def serve(
     shared with the others); ``worker`` is its index. ``agent_listener``,
     a listening socket, answers HAProxy's agent check until serve() returns.
     """
+    # First: a bad certificate or key is a ConfigError before anything starts.
+    tls = server_context(config)
     hub = Hub(config, host, worker=worker)
     app = create_app(config, hub)
     stop = trio.Event() if shutdown is None else shutdown
@@ -466,6 +471,7 @@ async def serve(
             hub.connections,
             listeners=None if listener is None else [listener],
             has_room=has_room,
+            tls=tls,
             shutdown_trigger=trigger,
             task_status=task_status,
         )
@@ -481,13 +487,14 @@ async def serve(
             agent_port = await nursery.start(serve_agent, agent_listener, agent_reply)
         binds: list[str] = await nursery.start(front)
         port = int(binds[0].rsplit(":", 1)[1])
+        scheme = "https" if tls is not None else "http"
         log_event(
             None,
             "listening",
-            url=f"http://{config.host}:{port}",
+            url=f"{scheme}://{config.host}:{port}",
             engines=config.engines,
             agent_port=agent_port,
         )
-        task_status.started(Running(port, hub, stop, agent_port=agent_port))
+        task_status.started(Running(port, hub, stop, tls=tls is not None, agent_port=agent_port))
     if hub.host.failure is not None:
         raise hub.host.failure

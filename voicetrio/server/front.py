@@ -31,8 +31,11 @@ reset before it reads the answer.
 
 The rest is what Hypercorn's own Trio worker does, done here on public
 ground: the app's ASGI lifespan (per the ASGI spec), a shutdown trigger,
-then ``graceful_timeout`` for open connections. Plain TCP only (voicetrio
-terminates no TLS; put a proxy in front for that). The Hypercorn internals
+then ``graceful_timeout`` for open connections. With a TLS context
+(:mod:`voicetrio.server.tls`) each accepted connection is wrapped in a
+``trio.SSLStream`` before Hypercorn gets it, as Hypercorn's own worker does;
+the sever still acts on the TCP socket under it, which fails the TLS
+stream's stuck send just the same. The Hypercorn internals
 this still needs (its per-connection server and worker context) come from
 :mod:`voicetrio.server.hypercorn_internals`, which lists them all and why, and
 which a contract test checks against the installed Hypercorn.
@@ -44,6 +47,7 @@ import contextlib
 import errno
 import logging
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, Final, Literal, cast
@@ -88,7 +92,10 @@ def peer_of(family: int, address: tuple[str, int] | tuple[str, int, int, int]) -
 
 
 class Connections:
-    """The open TCP connections of this worker, by peer address."""
+    """The open TCP connections of this worker, by peer address.
+
+    With TLS, the socket stream under each connection's TLS stream: shutting
+    the socket down is what frees a send stuck in either."""
 
     def __init__(self) -> None:
         self._streams: dict[Peer, trio.SocketStream] = {}
@@ -123,7 +130,9 @@ class Connections:
             finally:
                 del self._streams[peer]
         finally:
-            # Hypercorn's own close is skipped when it is cancelled midway.
+            # Hypercorn's own close is skipped when it is cancelled midway,
+            # and after a failed handshake. (The socket is all there is to
+            # close: a TLS stream holds nothing more.)
             await trio.aclose_forcefully(stream)
 
 
@@ -275,6 +284,7 @@ async def serve_app(
     listeners: list[socket.socket] | None = None,
     has_room: Callable[[], bool] = lambda: True,
     drain_s: float = DRAIN_S,
+    tls: ssl.SSLContext | None = None,
     shutdown_trigger: Callable[[], Awaitable[None]],
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -284,8 +294,10 @@ async def serve_app(
     shared with the other workers); ``has_room`` says whether this worker
     would admit one more session; ``drain_s`` bounds how long a response that
     ends before its request waits for the rest of the body
-    (:func:`finish_request_first`). Reports the addresses served
-    (``http://host:port``) through ``task_status``.
+    (:func:`finish_request_first`); ``tls`` is the context to serve TLS with
+    on every listener (:func:`voicetrio.server.tls.server_context`), None for
+    plain TCP. Reports the addresses served (``http://host:port``, or
+    ``https://``) through ``task_status``.
     """
     asgi = finish_request_first(app, drain_s)
     served = _AppWrapper(asgi)
@@ -302,9 +314,18 @@ async def serve_app(
                 listeners = config.create_sockets().insecure_sockets
                 for sock in listeners:
                     sock.listen(config.backlog)
-            binds = [_url(sock) for sock in listeners]
+            binds = [_url(sock, tls=tls is not None) for sock in listeners]
 
             async def serve_connection(stream: trio.SocketStream) -> None:
+                if tls is not None:
+                    # The handshake is Hypercorn's (bounded by its
+                    # ssl_handshake_timeout); one that fails, a plain-HTTP
+                    # client on the TLS port for one, ends this connection
+                    # only. https_compatible: browsers close without
+                    # close_notify. Connections keeps the socket under it.
+                    secure = trio.SSLStream(stream, tls, server_side=True, https_compatible=True)
+                    await TCPServer(served, config, context, ConnectionState(state.copy()), secure)
+                    return
                 # Annotated for SSL streams only; Hypercorn's own worker hands
                 # it plain socket streams just the same.
                 ssl_typed = cast("trio.SSLStream[trio.SocketStream]", stream)
@@ -329,14 +350,15 @@ async def serve_app(
         lifespan_nursery.cancel_scope.cancel()
 
 
-def _url(sock: socket.socket) -> str:
+def _url(sock: socket.socket, *, tls: bool = False) -> str:
     """What a listening socket serves, as Hypercorn's worker reports it."""
     address = sock.getsockname()
+    scheme = "https" if tls else "http"
     if sock.family == socket.AF_INET:
-        return f"http://{address[0]}:{address[1]}"
+        return f"{scheme}://{address[0]}:{address[1]}"
     if sock.family == socket.AF_INET6:
-        return f"http://[{address[0]}]:{address[1]}"
-    return f"http://unix:{address}"
+        return f"{scheme}://[{address[0]}]:{address[1]}"
+    return f"{scheme}://unix:{address}"
 
 
 async def _accept(

@@ -81,9 +81,6 @@ async def supervise(config: Config, listener: socket.socket, serve_argv: Sequenc
     port = listener.getsockname()[1]
     workers = [_Worker(i) for i in range(config.workers)]
     stopping = trio.Event()
-    metrics_dir = prom.make_shared_dir()
-    # Read by prometheus-client when a worker first imports it.
-    env = {**os.environ, prom.SHARED_DIR_ENV: metrics_dir}
     # HAProxy has one server line per address, and the workers share one:
     # the supervisor answers its agent check for the box, from what each
     # worker's own agent (on a loopback port) says (voicetrio.server.agent).
@@ -101,6 +98,9 @@ async def supervise(config: Config, listener: socket.socket, serve_argv: Sequenc
         for worker in workers:
             worker.agent = bind_listener("127.0.0.1", 0)
     all_stopped = trio.Event()
+    metrics_dir = prom.make_shared_dir()
+    # Read by prometheus-client when a worker first imports it.
+    env = {**os.environ, prom.SHARED_DIR_ENV: metrics_dir}
 
     def command(worker: _Worker) -> list[str]:
         return [
@@ -124,10 +124,10 @@ async def supervise(config: Config, listener: socket.socket, serve_argv: Sequenc
                 command(worker),
                 stdin=subprocess.PIPE,
                 pass_fds=(listener.fileno(), *([] if worker.agent is None else [worker.agent.fileno()])),
+                env=env,
                 # Out of the terminal's process group: Ctrl-C reaches the
                 # supervisor only, which tells each worker once.
                 start_new_session=True,
-                env=env,
             )
             worker.process = process
             log_event(None, "worker_started", worker=worker.index, pid=process.pid)
@@ -170,8 +170,9 @@ async def supervise(config: Config, listener: socket.socket, serve_argv: Sequenc
                 if box_agent is not None:
                     ports = [w.agent.getsockname()[1] for w in workers if w.agent is not None]
                     nursery.start_soon(answer_for_workers, box_agent, ports, stopping, all_stopped)
+                scheme = "https" if config.tls_cert else "http"
                 print(
-                    f"voicetrio serving on http://{config.host}:{port}/ with {config.workers} workers",
+                    f"voicetrio serving on {scheme}://{config.host}:{port}/ with {config.workers} workers",
                     file=sys.stderr,
                     flush=True,
                 )
