@@ -20,10 +20,11 @@ from pathlib import Path
 import httpx
 import trio
 
-from tests.conftest import RATE, quiet, speech
+from tests.conftest import FAST_FAKE, RATE, quiet, speech
 from tests.test_cli import PYTHON, LogLines
 from voicetrio.client.connection import ClientClosed, StartRejected, VoiceClient, connect
 from voicetrio.prom import SHARED_DIR_ENV
+from voicetrio.server.app import Running, serve
 
 Samples = dict[str, float]
 
@@ -228,3 +229,22 @@ async def test_any_worker_reports_every_worker_and_a_restart_counts_once() -> No
     # The supervisor removed the directory on its way out.
     assert not shared.exists()
 
+
+
+async def test_servers_in_one_process_keep_their_own_figures(nursery: trio.Nursery) -> None:
+    """One process, two single-worker servers (as the tests run them): each
+    counts its own sessions, with ``worker="0"``, and shares nothing."""
+    first: Running = await nursery.start(partial(serve, FAST_FAKE))
+    second: Running = await nursery.start(partial(serve, FAST_FAKE))
+    assert first.hub.observer.shared is None
+    async with trio.open_nursery() as clients:
+        sessions = Sessions(first.url, clients)
+        await sessions.admit(2)
+        _, one = await scrape(first.port)
+        _, other = await scrape(second.port)
+        sessions.release.set()
+    assert one["voicetrio_sessions"] == 2 and one['voicetrio_worker_sessions{worker="0"}'] == 2
+    assert one["voicetrio_sessions_accepted_total"] == 2
+    assert one['voicetrio_turns_total{outcome="done"}'] == 2
+    assert other["voicetrio_sessions"] == 0 and other["voicetrio_sessions_accepted_total"] == 0
+    assert other['voicetrio_worker_starts_total{worker="0"}'] == 1
