@@ -248,3 +248,27 @@ async def test_servers_in_one_process_keep_their_own_figures(nursery: trio.Nurse
     assert one['voicetrio_turns_total{outcome="done"}'] == 2
     assert other["voicetrio_sessions"] == 0 and other["voicetrio_sessions_accepted_total"] == 0
     assert other['voicetrio_worker_starts_total{worker="0"}'] == 1
+
+
+async def test_workers_remove_the_directory_of_a_killed_supervisor() -> None:
+    """A supervisor killed (SIGKILL) cannot clean up: its orphaned workers do."""
+    env = {**os.environ, "STREAM_WORKERS": "2", "STREAM_ENGINES": "fake", "STREAM_LOG_LEVEL": "INFO"}
+    command = [PYTHON, "-m", "voicetrio", "serve", "--port", "0"]
+    async with trio.open_nursery() as nursery:
+        proc: trio.Process = await nursery.start(
+            partial(trio.run_process, command, stderr=subprocess.PIPE, check=False, env=env)
+        )
+        log = LogLines(proc)
+        await log.port()
+        started = [await log.event("worker_started") for _ in range(2)]
+        for e in started:
+            await log.event("listening", worker=e["worker"])
+        shared = worker_dir(started[0]["pid"])
+        assert shared.is_dir()
+        proc.send_signal(signal.SIGKILL)
+        for _ in range(2):
+            await log.event("supervisor_gone")
+        # Their stderr is the pipe we read: it ends when the last has exited.
+        await log.until_closed()
+        await proc.wait()
+    assert not shared.exists()

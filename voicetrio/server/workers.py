@@ -204,4 +204,10 @@ async def exit_when_orphaned(stop: trio.Event) -> None:
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
         pass
     log_event(None, "supervisor_gone")
+    # The supervisor would have removed the metrics directory on its way
+    # out; killed, it left that to us. A scrape while we drain now shows
+    # nothing, which is all that is left to show.
+    shared = prom.shared_dir()
+    if shared is not None:
+        prom.remove_shared_dir(shared)
     stop.set()
