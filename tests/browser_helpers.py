@@ -130,9 +130,14 @@ def running_server(config: Config) -> Iterator[ServerThread]:
 
 @contextmanager
 def chromium_page(
-    microphone_wav: Path, profile_dir: Path, *, loop_audio: bool = False
+    microphone_wav: Path,
+    profile_dir: Path,
+    *,
+    loop_audio: bool = False,
+    extra_args: tuple[str, ...] = (),
 ) -> Iterator[tuple[Page, list[str]]]:
-    """A fresh headless Chromium whose microphone plays ``microphone_wav``.
+    """A fresh headless Chromium whose microphone plays ``microphone_wav``;
+    ``extra_args`` are more Chromium flags (a host mapping, a trusted key).
 
     Yields the page and a list that collects the page's errors (uncaught
     exceptions and console errors), which a test should find empty.
@@ -140,7 +145,7 @@ def chromium_page(
     from playwright.sync_api import sync_playwright
 
     audio = f"{microphone_wav}{'' if loop_audio else '%noloop'}"
-    args = [*CHROMIUM_FLAGS, f"--use-file-for-fake-audio-capture={audio}"]
+    args = [*CHROMIUM_FLAGS, f"--use-file-for-fake-audio-capture={audio}", *extra_args]
     with sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
             str(profile_dir),
