@@ -23,11 +23,13 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
 from voicetrio.config import Config
+from voicetrio.core.builtin_tools import NoTimers, builtin_toolbox
 from voicetrio.core.capacity import TurnCost
 from voicetrio.core.prompt import system_prompt
 from voicetrio.engines.asr.realtime_remote import REMOTE_ASR_SLOTS, RealtimeAsr
@@ -48,12 +50,14 @@ from voicetrio.engines.base import (
     TtsError,
     TurnJudge,
 )
+from voicetrio.engines.llm.tooling import ToolCallingLlm, embedded_tools, open_reply, tools_setting
 from voicetrio.engines.load_retry import LoadRetry
 from voicetrio.engines.probe import cpu_meter, probe_turn
 from voicetrio.engines.scheduler import Scheduler, Slot
 from voicetrio.logs import log_event
 
 if TYPE_CHECKING:
+    from voicetrio.core.tools import Toolbox
     from voicetrio.engines.llm.embedded import EmbeddedLlmServer
 
 #: Replies the embedded llama.cpp server decodes at once (its ``--parallel``).
@@ -518,6 +522,7 @@ class GatedLlm:
                 model=config.openai_model,
                 max_tokens=config.openai_max_tokens,
                 temperature=config.openai_temperature,
+                tools=tools_setting(config.llm_tools),
             )
             log_event(None, "llm_service", base_url=config.openai_base_url, model=config.openai_model)
             return
@@ -541,6 +546,8 @@ class GatedLlm:
             model=model.served_name,
             max_tokens=config.openai_max_tokens,
             temperature=config.openai_temperature,
+            # Models that cannot call tools (SmolLM2) do not get them.
+            tools=await embedded_tools(config.llm_tools, base_url, server.api_key),
         )
         # A fresh llama.cpp server answers its first request ~0.3 s slower
         # (allocations, the system prompt's first evaluation, which its prompt
@@ -549,8 +556,11 @@ class GatedLlm:
             {"role": "system", "content": system_prompt(config.system_prompt)},
             {"role": "user", "content": "Hello."},
         ]
+        # With the tools a session offers (the same definitions), whose
+        # description the server's prompt cache then keeps too.
+        tools = builtin_toolbox(lambda: datetime.now(UTC), NoTimers())
         try:
-            async with llm.stream(warm_up) as deltas:
+            async with llm.stream(warm_up, tools=tools) as deltas:
                 async for _ in deltas:
                     break
         except LlmError as exc:
@@ -560,17 +570,27 @@ class GatedLlm:
         self.inner = llm
         log_event(None, "llm_embedded", base_url=base_url, model=model.served_name, path=str(model.path))
 
+    @property
+    def calls_tools(self) -> bool:
+        """Before the engine is loaded: yes, so a turn offers its tools, which
+        :func:`open_reply` then gives the loaded engine only if it calls tools."""
+        return self.inner is None or (
+            isinstance(self.inner, ToolCallingLlm) and self.inner.calls_tools
+        )
+
     def stream(
-        self, messages: Sequence[ChatMessage]
+        self, messages: Sequence[ChatMessage], *, tools: Toolbox | None = None
     ) -> AbstractAsyncContextManager[AsyncIterator[str]]:
-        return self._stream(messages)
+        return self._stream(messages, tools)
 
     @asynccontextmanager
-    async def _stream(self, messages: Sequence[ChatMessage]) -> AsyncIterator[AsyncIterator[str]]:
+    async def _stream(
+        self, messages: Sequence[ChatMessage], tools: Toolbox | None
+    ) -> AsyncIterator[AsyncIterator[str]]:
         await self.host.loaded.wait()
         if self.host.failure is not None or self.inner is None:
             raise LlmError("the language model is not available")
-        async with self.inner.stream(messages) as deltas:
+        async with open_reply(self.inner, messages, tools) as deltas:
             yield deltas
 
 

@@ -27,6 +27,13 @@ about it: add text, forget an entry, keep only the heard part of a reply,
 reply now. The session's turn-taking settings decide whether a final is
 answered at once (else its words join the conversation and wait for a
 request) and whether speech over a reply stops it.
+
+It also owns the session's tools (:mod:`voicetrio.core.builtin_tools`): each
+turn may call them, and the timers they set sleep in this stage's nursery,
+so they die with the session. When a timer rings, the client gets an
+``Info("timer", ...)`` at once, and (if the session answers turns by itself)
+the assistant says it aloud as a turn of its own, after the reply being
+given if there is one.
 """
 
 from __future__ import annotations
@@ -34,10 +41,12 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import trio
 
 from voicetrio.core import barge_in
+from voicetrio.core.builtin_tools import builtin_toolbox
 from voicetrio.core.codes import ErrorCode
 from voicetrio.core.conversation import Conversation, utterance_key
 from voicetrio.core.events import (
@@ -57,9 +66,12 @@ from voicetrio.core.metrics import TurnMetrics
 
 # The default system prompt, by the name the benchmarks import it under.
 from voicetrio.core.prompt import SPOKEN_SYSTEM_PROMPT as SPOKEN_SYSTEM_PROMPT
+from voicetrio.core.timers import TimerEntry
+from voicetrio.core.tools import Toolbox
 from voicetrio.core.turn_events import Final, HeardWords, Retracted, SpeechStarted, Tentative
 from voicetrio.logs import log_event
 from voicetrio.session.stage import Downstream, StageContext
+from voicetrio.session.timers import SessionTimers
 from voicetrio.session.turn import Turn
 
 #: Replies whose speech a client may still cut short (truncate) by turn id;
@@ -115,16 +127,25 @@ class ReplyStage:
         #: Shutting down: no new reply; the live one may finish until the deadline.
         self._draining = False
         self._nursery: trio.Nursery | None = None
+        #: What the model may call; made with the nursery the timers sleep in.
+        self.tools: Toolbox | None = None
+        self.timers: SessionTimers | None = None
+        #: Timers that rang, to be said when no reply is being given.
+        self._rung: deque[TimerEntry] = deque()
 
     async def run(self, events: trio.MemoryReceiveChannel[Downstream]) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            self.timers = SessionTimers(self.ctx.sid, nursery, self._ring, now=_wall_clock)
+            self.tools = builtin_toolbox(_wall_clock, self.timers)
             async with events:
                 async for event in events:
                     await self._handle(event)
             # The ASR stage ended: nothing can confirm a held reply any more.
             # A live turn (and a final waiting for it) is still answered.
             self._drop_held()
+            # The session is ending: its timers end with it.
+            self.timers.cancel(None)
 
     async def _handle(self, event: Downstream) -> None:
         if isinstance(event, SpeechStarted):
@@ -308,6 +329,7 @@ class ReplyStage:
             if request.instructions is None
             else request.instructions,
             speak=self._speak if request.speak is None else request.speak,
+            tools=self.tools,
         )
         self.turn = turn
         await self._start(turn)
@@ -354,7 +376,37 @@ class ReplyStage:
             utterance=heard.utterance,
             instructions=self._instructions,
             speak=self._speak,
+            tools=self.tools,
         )
+
+    # -- timers -------------------------------------------------------------------
+
+    def _ring(self, entry: TimerEntry) -> None:
+        """A timer rang (in its own task): tell the client, and say it when free."""
+        self.ctx.sink.emit(Info("timer", entry.spoken(), details=(("timer", entry.id),)))
+        if not self._turns.reply or self._draining:
+            return  # the client asks for replies itself: the notice is all
+        self._rung.append(entry)
+        assert self._nursery is not None
+        self._nursery.start_soon(self._announce_rung)
+
+    async def _announce_rung(self) -> None:
+        # Like _answer_waiting: the turn is marked live before any checkpoint.
+        while self._rung and not self._live() and not self._waiting and not self._draining:
+            entry = self._rung.popleft()
+            self.turns_started += 1
+            turn = Turn(
+                self.turns_started,
+                None,
+                TurnMetrics(trio.current_time()),
+                self.ctx,
+                self.conversation,
+                transcript_id="",
+                speak=self._speak,
+                announcement=entry.spoken(),
+            )
+            self.turn = turn
+            await self._start(turn)
 
     async def _start(self, turn: Turn) -> None:
         assert self._nursery is not None
@@ -367,6 +419,11 @@ class ReplyStage:
         await turn.run(task_status=task_status)
         if turn is self.turn and not self._draining:
             await self._answer_waiting()
+            await self._announce_rung()
+
+
+def _wall_clock() -> datetime:
+    return datetime.now(UTC)
 
 
 __all__ = ["SPOKEN_SYSTEM_PROMPT", "ReplyStage"]

@@ -21,6 +21,12 @@ a reply (``text`` None), the conversation as it stands. A text-only turn
 (``speak`` False) writes its reply and speaks nothing. The phrases it spoke
 and their lengths are kept, so that a client that played only part of the
 speech can have the conversation keep only the words heard (:meth:`Turn.truncate`).
+
+With a toolbox, the model may call tools before it answers
+(:mod:`voicetrio.engines.llm.tooling`): the calls run inside the LLM reader,
+so cancelling the turn cancels a tool round like any read; only the spoken
+answer enters the conversation. A turn with an ``announcement`` says it as
+it is, without the model (a timer that rang).
 """
 
 from __future__ import annotations
@@ -52,8 +58,10 @@ from voicetrio.core.heard import heard_text
 from voicetrio.core.metrics import TurnMetrics
 from voicetrio.core.phrases import PhraseAggregator
 from voicetrio.core.prompt import system_prompt
+from voicetrio.core.tools import Toolbox
 from voicetrio.core.work_queue import Lane
 from voicetrio.engines.base import ChatMessage, EngineError, LlmError
+from voicetrio.engines.llm.tooling import open_reply
 from voicetrio.logs import log_event
 from voicetrio.session.stage import OnSent, StageContext
 
@@ -80,6 +88,8 @@ class Turn:
         utterance: int = 0,
         instructions: str | None = None,
         speak: bool = True,
+        tools: Toolbox | None = None,
+        announcement: str | None = None,
     ) -> None:
         self.id = turn_id
         self.text = text
@@ -90,6 +100,10 @@ class Turn:
         self.conversation = conversation
         self.instructions = instructions
         self.speak = speak
+        #: What the model may call while it answers (None: nothing).
+        self.tools = tools
+        #: Words to say as they are, without the language model (a timer rang).
+        self.announcement = announcement
         self.outcome = Outcome.RUNNING
         self.reply_text = ""
         #: Each phrase spoken and its seconds of audio, in order.
@@ -206,10 +220,11 @@ class Turn:
         try:
             # The timeouts run from when the LLM takes the request: waiting in
             # line (admission keeps it short) is not the model being slow.
-            with trio.move_on_after(config.llm_timeout_s):
-                await self._llm_slot.reserve()
-            if not self._llm_slot.held:
-                raise LlmTimeout(f"the language model was busy for {config.llm_timeout_s:g} s")
+            if self.announcement is None:
+                with trio.move_on_after(config.llm_timeout_s):
+                    await self._llm_slot.reserve()
+                if not self._llm_slot.held:
+                    raise LlmTimeout(f"the language model was busy for {config.llm_timeout_s:g} s")
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._speaker if self.speak else _unspoken, phrase_recv)
                 nursery.start_soon(self._llm_reader, messages, delta_send)
@@ -288,11 +303,16 @@ class Turn:
     ) -> None:
         # Runs in its own task so that the pump's timeouts cancel a channel
         # receive, never the engine's iterator midway.
+        if self.announcement is not None:
+            async with out:
+                await out.send(self.announcement)
+            return
         try:
-            async with out, self.ctx.engines.llm.stream(messages) as deltas:
+            async with out, open_reply(self.ctx.engines.llm, messages, self.tools) as deltas:
+                # Empty deltas too: a model writing a tool call is at work,
+                # which the pump's token timeouts must see.
                 async for delta in deltas:
-                    if delta:
-                        await out.send(delta)
+                    await out.send(delta)
         finally:
             self._llm_slot.close()  # the reply is written: the next may start
 
@@ -320,6 +340,8 @@ class Turn:
                         break
                     now = trio.current_time()
                     token_deadline = now + config.llm_gap_timeout_s
+                    if not delta:
+                        continue  # a tool call in the making: no text yet
                     self.reply_text += delta
                     # t3 is when the first token reaches the socket: a held
                     # reply's tokens wait for the end of the user's turn.

@@ -27,17 +27,21 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import re
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import httpx
 import trio
 
+from voicetrio.core.tools import Toolbox, ToolCall
 from voicetrio.engines.base import ChatMessage, LlmError
 from voicetrio.engines.llm.sse import SseParser, StreamErrorEvent, error_message, parse_chat_chunk
+from voicetrio.engines.llm.tool_calls import RoundAssembler
+from voicetrio.logs import log_event
 
 #: How much of an error response is read for its message.
 ERROR_BODY_LIMIT: Final = 8192
@@ -51,6 +55,11 @@ DONE_DRAIN_LIMIT: Final = 4096
 MAX_REPLY_CHARS: Final = 1 << 20
 #: Upper bound on closing a response, cancellation or not.
 CLOSE_TIMEOUT_S: Final = 1.0
+#: Rounds in which the model may call tools; the round after them is asked
+#: without tools, so a reply always ends (the answer usually comes in round 2).
+MAX_TOOL_ROUNDS: Final = 3
+#: A tool that takes longer gives the model an error result instead.
+TOOL_TIMEOUT_S: Final = 5.0
 _MESSAGE_LIMIT: Final = 300
 # A fragment of the key this long inside a word of a message masks the word:
 # servers often echo keys half-masked ("sk-abc...wxyz") or cut.
@@ -133,22 +142,36 @@ class _Deltas:
 
 
 class _Reader:
-    """Parses one response body into a :class:`_Deltas`; runs as its own task."""
+    """Parses one response body (one round) into a :class:`_Deltas`.
+
+    The text goes to the consumer as it comes; with tools offered, the
+    :class:`RoundAssembler` holds back what may be a written-out tool call
+    and collects the calls, which :attr:`calls` gives once the round is
+    complete. While the model writes a call, an empty delta marks each chunk:
+    the turn's token timeouts see the model working.
+    """
 
     def __init__(
         self,
         send: trio.MemorySendChannel[str],
         deltas: _Deltas,
         make_error: Callable[[str], LlmError],
+        assembler: RoundAssembler,
+        *,
+        chars: int = 0,
     ) -> None:
         self._send = send
         self._deltas = deltas
         self._make_error = make_error
+        self._assembler = assembler
         self._parser = SseParser()
         self._scope = trio.CancelScope()
-        self._chars = 0
+        self.chars = chars
         self._ended = False  # the consumer has seen, or will see, the end
         self._after_done: int | None = None  # bytes read after [DONE]
+        #: The round is complete and the model called these tools: the
+        #: reply goes on in another round (the consumer has not seen the end).
+        self.calls: list[ToolCall] = []
 
     @property
     def draining(self) -> bool:
@@ -156,7 +179,7 @@ class _Reader:
         return self._after_done is not None
 
     async def run(self, response: httpx.Response) -> None:
-        with self._send, self._scope:
+        with self._scope:
             try:
                 async for data in response.aiter_bytes():
                     # Never break, raise or await here: see the module docs.
@@ -178,21 +201,30 @@ class _Reader:
             for payload in self._parser.feed(data):
                 chunk = parse_chat_chunk(payload)
                 if chunk.done:
+                    held, calls = self._assembler.finish()
+                    self._pass(held)
                     # Read on briefly, only so the connection can be reused.
                     self._after_done = 0
                     self._scope.deadline = trio.current_time() + DONE_DRAIN_S
                     self._ended = True
-                    self._send.close()
+                    self.calls = calls
+                    if not calls:
+                        self._send.close()
                     return
-                if chunk.delta:
-                    self._chars += len(chunk.delta)
-                    if self._chars > MAX_REPLY_CHARS:
-                        raise ValueError(f"the reply is longer than {MAX_REPLY_CHARS} characters")
-                    self._send.send_nowait(chunk.delta)
+                self._pass(self._assembler.feed(chunk))
+                if self._assembler.busy:
+                    self._send.send_nowait("")
         except StreamErrorEvent as exc:
             self._stop(f"the server reported an error mid-reply: {exc}")
         except ValueError as exc:
             self._stop(f"bad stream from the server: {exc}")
+
+    def _pass(self, text: str) -> None:
+        if text:
+            self.chars += len(text)
+            if self.chars > MAX_REPLY_CHARS:
+                raise ValueError(f"the reply is longer than {MAX_REPLY_CHARS} characters")
+            self._send.send_nowait(text)
 
     def _stop(self, message: str) -> None:
         self._finish(message)
@@ -205,6 +237,134 @@ class _Reader:
         self._ended = True
         self._deltas.error = self._make_error(message)
         self._send.close()
+
+
+class _StatusError(LlmError):
+    """The server answered a request with an error status."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def about_tools(self) -> bool:
+        """Refused because of the tools (not the key, the load or the model)."""
+        return self.status not in (401, 403, 408, 429, 503) and "tool" in str(self).lower()
+
+
+class _Rounds:
+    """The reply's rounds, read by one task: a round's text goes to the
+    consumer; when the model called tools instead of (or after) speaking,
+    they run here, their results go back as ``tool`` messages, and the next
+    round streams on the same deltas. At most :data:`MAX_TOOL_ROUNDS` rounds
+    offer tools; the one after is asked with none, so it must answer. A
+    tool's failure is a result the model reads (``{"error": ...}``); a round
+    that fails ends the deltas with the error, like a one-round reply.
+    Cancelling the task (the turn's cancel, a barge-in) stops a round or a
+    tool wherever it is; :attr:`response` is closed by the stream either way.
+    """
+
+    def __init__(
+        self,
+        llm: OpenAiLlm,
+        body: dict[str, Any],
+        tools: Toolbox | None,
+        send: trio.MemorySendChannel[str],
+        deltas: _Deltas,
+        response: httpx.Response,
+    ) -> None:
+        self._llm = llm
+        self._body = body
+        self._tools = tools
+        self._send = send
+        self._deltas = deltas
+        self.response = response
+        self._reader: _Reader | None = None
+
+    @property
+    def draining(self) -> bool:
+        """The last round is complete and its body is being read to the end."""
+        reader = self._reader
+        return reader is not None and reader.draining and not reader.calls
+
+    async def run(self) -> None:
+        chars = 0
+        with self._send:
+            for number in range(MAX_TOOL_ROUNDS + 1):
+                names = self._tools.names if self._tools else []
+                reader = _Reader(
+                    self._send, self._deltas, self._llm._error, RoundAssembler(names), chars=chars
+                )
+                self._reader = reader
+                try:
+                    await reader.run(self.response)
+                finally:
+                    with trio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
+                        await self.response.aclose()
+                chars = reader.chars
+                if not reader.calls or self._tools is None:
+                    return  # the reply is complete, or failed
+                if number == MAX_TOOL_ROUNDS or "tools" not in self._body:
+                    if not chars:
+                        self._deltas.error = self._llm._error(
+                            f"the model called tools {number + 1} times without answering"
+                        )
+                    return
+                await self._call_tools(reader.calls, self._tools)
+                if number + 1 == MAX_TOOL_ROUNDS:
+                    del self._body["tools"]
+                try:
+                    self.response = await self._llm._open(self._body)
+                except LlmError as exc:
+                    self._deltas.error = exc
+                    return
+
+    async def _call_tools(self, calls: list[ToolCall], tools: Toolbox) -> None:
+        messages: list[dict[str, Any]] = self._body["messages"]
+        messages.append(
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": call.id,
+                        "type": "function",
+                        "function": {"name": call.name, "arguments": _echoed(call.arguments)},
+                    }
+                    for call in calls
+                ],
+            }
+        )
+        for call in calls:
+            began = trio.current_time()
+            result = _tool_timed_out(call)
+            with trio.move_on_after(TOOL_TIMEOUT_S):
+                result = await tools.run(call)
+            log_event(
+                None,
+                "tool_call",
+                tool=call.name,
+                ms=round((trio.current_time() - began) * 1000),
+                error=result.startswith('{"error"'),
+            )
+            messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
+            # The model is working: the turn's token timeouts see it.
+            self._send.send_nowait("")
+
+
+def _echoed(arguments: str) -> str:
+    """A call's arguments as sent back in the history: servers that render
+    them into the prompt (llama.cpp) refuse a history whose arguments are
+    not a JSON object, and the tool's error result already says what was wrong."""
+    try:
+        value = json.loads(arguments)
+    except ValueError:
+        return "{}"
+    return arguments if isinstance(value, dict) else "{}"
+
+
+def _tool_timed_out(call: ToolCall) -> str:
+    return json.dumps({"error": f"the tool {call.name} took longer than {TOOL_TIMEOUT_S:g} s"})
 
 
 class OpenAiLlm:
@@ -225,6 +385,7 @@ class OpenAiLlm:
         temperature: float,
         transport: httpx.AsyncBaseTransport | None = None,
         connect_timeout_s: float = 5.0,
+        tools: Literal["on", "auto", "off"] = "off",
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError("base_url must start with http:// or https://")
@@ -250,6 +411,10 @@ class OpenAiLlm:
         )
         self._reachable = True
         self._closed = False
+        #: Whether replies are offered the tools given to :meth:`stream`
+        #: ("on", or "auto" until the server refuses them once).
+        self.calls_tools = tools != "off"
+        self._tools_fallback = tools == "auto"
 
     def __repr__(self) -> str:
         return f"OpenAiLlm(base_url={self._shown_url!r}, model={self.model!r})"
@@ -265,10 +430,7 @@ class OpenAiLlm:
     def _error(self, message: str) -> LlmError:
         return LlmError(_shorten(scrub(message, self._key)))
 
-    @contextlib.asynccontextmanager
-    async def stream(self, messages: Sequence[ChatMessage]) -> AsyncIterator[AsyncIterator[str]]:
-        if self._closed:
-            raise LlmError("the client is closed")
+    def _body(self, messages: Sequence[ChatMessage], tools: Toolbox | None) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model,
             "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
@@ -276,16 +438,40 @@ class OpenAiLlm:
             "temperature": self.temperature,
             "stream": True,
         }
-        response = await self._send(body)
+        if tools:
+            body["tools"] = tools.definitions()
+        return body
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, messages: Sequence[ChatMessage], *, tools: Toolbox | None = None
+    ) -> AsyncIterator[AsyncIterator[str]]:
+        """The reply's text deltas; with ``tools`` (and :attr:`calls_tools`),
+        the model may call them first: the calls run between rounds, and the
+        deltas carry on with the next round's text (see :class:`_Rounds`)."""
+        if self._closed:
+            raise LlmError("the client is closed")
+        offered = tools if tools and self.calls_tools else None
+        body = self._body(messages, offered)
         try:
-            if response.status_code >= 400:
-                raise self._error(await self._status_message(response))
-            send, receive = trio.open_memory_channel[str](math.inf)
-            deltas = _Deltas(receive)
-            raised: BaseException | None = None
-            reader = _Reader(send, deltas, self._error)
+            response = await self._open(body)
+        except _StatusError as exc:
+            if offered is None or not self._tools_fallback or not exc.about_tools:
+                raise
+            # "auto": a server that refuses tools (llama.cpp without --jinja,
+            # an Ollama model without them) is asked again without, from now on.
+            self.calls_tools = False
+            log_event(None, "llm_tools_refused", level=logging.WARNING, error=str(exc))
+            offered = None
+            body = self._body(messages, None)
+            response = await self._open(body)
+        send, receive = trio.open_memory_channel[str](math.inf)
+        deltas = _Deltas(receive)
+        rounds = _Rounds(self, body, offered, send, deltas, response)
+        raised: BaseException | None = None
+        try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(reader.run, response)
+                nursery.start_soon(rounds.run)
                 try:
                     yield deltas
                 except BaseException as exc:
@@ -296,8 +482,8 @@ class OpenAiLlm:
                 else:
                     # A complete reply: the reader is finishing the body so the
                     # connection can be reused, and stops by itself within
-                    # DONE_DRAIN_S. Anything else stops now.
-                    if not reader.draining:
+                    # DONE_DRAIN_S. Anything else (a tool round) stops now.
+                    if not rounds.draining:
                         nursery.cancel_scope.cancel()
             if raised is not None:
                 raise raised
@@ -305,7 +491,19 @@ class OpenAiLlm:
             # Shielded: this runs on cancellation too, and an open response
             # would keep a half-read connection (and the server's work) alive.
             with trio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
-                await response.aclose()
+                await rounds.response.aclose()
+
+    async def _open(self, body: dict[str, Any]) -> httpx.Response:
+        """The streamed response to ``body``; raises LlmError (_StatusError for a status)."""
+        response = await self._send(body)
+        if response.status_code >= 400:
+            try:
+                message = await self._status_message(response)
+            finally:
+                with trio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
+                    await response.aclose()
+            raise _StatusError(_shorten(scrub(message, self._key)), response.status_code)
+        return response
 
     async def _send(self, body: dict[str, Any]) -> httpx.Response:
         try:
@@ -351,4 +549,4 @@ class OpenAiLlm:
         return f"{head}: {detail}" if detail else head
 
 
-__all__ = ["MAX_REPLY_CHARS", "OpenAiLlm", "scrub"]
+__all__ = ["MAX_REPLY_CHARS", "MAX_TOOL_ROUNDS", "TOOL_TIMEOUT_S", "OpenAiLlm", "scrub"]

@@ -119,12 +119,24 @@ class SseParser:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of a streamed tool call: the first piece of call ``index``
+    carries its id and name, later ones more of its JSON arguments."""
+
+    index: int
+    id: str = ""
+    name: str = ""
+    arguments: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ChatChunk:
     """One event of a chat completion stream (first choice only)."""
 
     done: bool = False
     delta: str = ""
     finish_reason: str | None = None
+    tool_calls: tuple[ToolCallDelta, ...] = ()
 
 
 _DONE: Final = ChatChunk(done=True)
@@ -166,7 +178,28 @@ def parse_chat_chunk(payload: str) -> ChatChunk:
     content = delta.get("content")
     if content is not None and not isinstance(content, str):
         raise ValueError("stream chunk has non-string 'content'")
-    return ChatChunk(delta=content or "", finish_reason=finish)
+    calls = delta.get("tool_calls")
+    tool_calls = () if calls is None else _tool_call_deltas(calls)
+    return ChatChunk(delta=content or "", finish_reason=finish, tool_calls=tool_calls)
+
+
+def _tool_call_deltas(calls: object) -> tuple[ToolCallDelta, ...]:
+    if not isinstance(calls, list):
+        raise ValueError("stream chunk has malformed 'tool_calls'")
+    out = []
+    for position, call in enumerate(calls):
+        if not isinstance(call, dict):
+            raise ValueError("stream chunk has a malformed tool call")
+        # Some servers leave out the index of a lone call.
+        index = call.get("index", position)
+        function = call.get("function") or {}
+        if not isinstance(index, int) or isinstance(index, bool) or not isinstance(function, dict):
+            raise ValueError("stream chunk has a malformed tool call")
+        fields = (call.get("id") or "", function.get("name") or "", function.get("arguments") or "")
+        if not all(isinstance(f, str) for f in fields):
+            raise ValueError("stream chunk has a tool call with non-string fields")
+        out.append(ToolCallDelta(index, *fields))
+    return tuple(out)
 
 
 def error_message(error: object) -> str:
@@ -190,6 +223,7 @@ __all__ = [
     "ChatChunk",
     "SseParser",
     "StreamErrorEvent",
+    "ToolCallDelta",
     "error_message",
     "parse_chat_chunk",
 ]
