@@ -106,7 +106,7 @@ async def test_a_conversation_over_wss(nursery: trio.Nursery, pki: Pki) -> None:
     assert kinds[-1] == "metrics"
 
 
-async def test_https_health_and_scope_say_tls(nursery: trio.Nursery, pki: Pki) -> None:
+async def test_https_health_and_the_page(nursery: trio.Nursery, pki: Pki) -> None:
     server = await tls_server(nursery, pki)
     async with httpx.AsyncClient(verify=pki.client()) as http:
         health = await http.get(f"https://127.0.0.1:{server.port}/health")

@@ -25,7 +25,12 @@ behaviour tests can check:
 
 * ``TCPServer`` writes with ``send_all`` under a shielded scope, and a send
   that fails (the socket shut down under it) ends the connection cleanly:
-  the sever (``tests/reliability/test_slow_reader.py``).
+  the sever (``tests/reliability/test_slow_reader.py``; through TLS,
+  ``tests/test_tls.py``).
+* Handed a ``trio.SSLStream``, ``TCPServer`` does the TLS handshake itself
+  (bounded by ``ssl_handshake_timeout``) and returns at once when it fails;
+  a stream without ``do_handshake`` is served as plain TCP
+  (``tests/test_tls.py``).
 * It closes an HTTP/1.1 connection whose response ended before its request
   inside the app's last ``send``, just after handing the app
   ``http.disconnect``: ``front.finish_request_first`` shields that send
@@ -80,7 +85,8 @@ HYPERCORN_INTERNALS: Final = (
         "hypercorn.trio.tcp_server",
         "TCPServer",
         "voicetrio.server.front: serves one HTTP/1.1, h2c or WebSocket connection on a "
-        "stream we accepted (and keep, to sever it); awaited until the connection ends",
+        "stream we accepted (and keep, to sever it), or on the TLS stream over it; "
+        "awaited until the connection ends",
         parameters=("app", "config", "context", "state", "stream"),
         attributes=("__await__",),
     ),
