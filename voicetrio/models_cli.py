@@ -60,10 +60,12 @@ def run(
     *,
     root: Path | None = None,
     environ: dict[str, str] | None = None,
-    out: TextIO = sys.stdout,
-    err: TextIO = sys.stderr,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
 ) -> int:
     """Run one ``models`` command; ``root`` (the cache) and ``environ`` are for tests."""
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
     from voicetrio.engines.base import ModelLoadError
     from voicetrio.engines.catalog import cache_root
 
@@ -154,14 +156,18 @@ def _install(
     for model in _entries(names):
         done = install(model, root=root, download=download, say=say)
         verb = {"present": "already installed", "joined": "joined", "downloaded": "installed"}
-        print(f"{model.name}: {verb[done.action]}, sha256 verified: {done.path}", file=out, flush=True)
+        print(
+            f"{model.name}: {verb[done.action]}, sha256 verified: {done.path}", file=out, flush=True
+        )
     return 0
 
 
 def _verify(root: Path, names: Sequence[str], out: TextIO, err: TextIO) -> int:
     from voicetrio.engines.catalog import state, verify
 
-    models = _entries(names) if names else [m for m in CATALOG.values() if state(m, root) != "absent"]
+    models = (
+        _entries(names) if names else [m for m in CATALOG.values() if state(m, root) != "absent"]
+    )
     if not models:
         print("no catalog model is installed", file=out)
         return 0

