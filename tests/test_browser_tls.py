@@ -115,8 +115,8 @@ def test_the_page_over_https_by_name_captures_and_transcribes(
 
 def test_the_same_name_over_plain_http_is_no_secure_context(
     tls_files: tuple[Path, Path, str],
-    spoken_wav: Path,
-    tmp_path: Path,  # noqa: F811
+    spoken_wav: Path,  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     """The control: the same page by the same name without TLS may not use
     the microphone, which is why TLS matters off loopback."""
