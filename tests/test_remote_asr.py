@@ -29,9 +29,10 @@ from tests.conftest import FAST_FAKE, quiet, speech
 from voicetrio.client.connection import VoiceClient, connect
 from voicetrio.config import Config, ConfigError
 from voicetrio.core import remote_transcription as rt
+from voicetrio.core.audio import wav_bytes
 from voicetrio.core.resample import resample
 from voicetrio.engines.asr.realtime_remote import RealtimeAsr
-from voicetrio.engines.fake import words_for
+from voicetrio.engines.fake import FakeAsr, words_for
 from voicetrio.server.app import Running, serve
 
 # -- sans-IO: the URL, the frames, the answers -----------------------------------------
@@ -381,3 +382,24 @@ async def test_a_spoken_sentence_through_a_remote_whisper(nursery: trio.Nursery)
         await client.start(16000)
         text = final_of(await turn(client, pcm))
     assert wer(sentence, text) <= 0.2, text
+
+
+async def test_an_upload_longer_than_a_turn_is_sent_in_commits(nursery: trio.Nursery) -> None:
+    remote = await start(nursery, FAST_FAKE)
+    front = await start(nursery, FAST_FAKE.replace(asr_url=remote_of(remote.port)))
+    # 40 s of "speech": more than the remote's longest utterance (30 s), so
+    # one commit would be answered twice; it goes as 25 s and 15 s.
+    pcm = speech(40_000, 440.0)
+    async with httpx.AsyncClient(timeout=TIMEOUT_S) as http:
+        answer = await http.post(
+            f"http://127.0.0.1:{front.port}/v1/audio/transcriptions",
+            files={"file": ("long.wav", wav_bytes(pcm, 16000), "audio/wav")},
+            data={"model": "whisper-1"},
+        )
+    assert answer.status_code == 200, answer.text
+    words = answer.json()["text"].lower().split()
+    tone_word = words_for(pcm).lower().split()[0]
+    # A word per 300 ms of each commit (an edge word may differ).
+    assert words.count(tone_word) >= 40_000 // 300 - 6
+    remote_asr = remote.hub.engines.asr
+    assert isinstance(remote_asr, FakeAsr) and remote_asr.final_calls == 2

@@ -66,6 +66,13 @@ CLOSE_TIMEOUT_S: Final = 2.0
 #: is far above anything a transcription session sends.
 MAX_EVENT_BYTES: Final = 1024 * 1024
 
+#: The most audio one commit carries (25 s of 24 kHz pcm16): a server ends a
+#: turn by itself at its longest utterance (voicetrio's
+#: ``STREAM_MAX_UTTERANCE_MS``, 30 s by default), which would answer one
+#: commit twice. A session's utterance is never longer (the same limit here);
+#: a long upload is sent in commits of this size, its texts joined.
+COMMIT_MAX_BYTES: Final = 25 * rt.REMOTE_RATE * 2
+
 _Stream = trio.SocketStream | trio.SSLStream[trio.SocketStream]
 
 
@@ -99,6 +106,14 @@ class _Remote:
             pass
 
     async def decode(self, pcm24k: bytes) -> str:
+        """The text of ``pcm24k``: one commit per :data:`COMMIT_MAX_BYTES`
+        of it (an upload may be longer than a turn), joined."""
+        texts = []
+        for offset in range(0, len(pcm24k), COMMIT_MAX_BYTES):
+            texts.append(await self._commit(pcm24k[offset : offset + COMMIT_MAX_BYTES]))
+        return " ".join(t.strip() for t in texts if t.strip())
+
+    async def _commit(self, pcm24k: bytes) -> str:
         self.decodes += 1
         for frame in rt.request_frames(pcm24k, self.decodes):
             await self.ws.send_message(frame)
@@ -330,5 +345,5 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-__all__ = ["REMOTE_ASR_SLOTS", "RealtimeAsr"]
+__all__ = ["COMMIT_MAX_BYTES", "REMOTE_ASR_SLOTS", "RealtimeAsr"]
 
