@@ -332,26 +332,43 @@ def test_serve_with_a_bad_certificate_is_one_line_and_exit_1(
 # -- several workers on the one TLS port -----------------------------------------
 
 
-async def test_workers_serve_tls_on_the_shared_port(pki: Pki, tmp_path: Path) -> None:
+async def test_one_process_serves_tls_from_the_environment(pki: Pki) -> None:
     env = {
         **os.environ,
         "STREAM_SHUTDOWN_GRACE_S": "1",
-        "STREAM_LOG_LEVEL": "INFO",
         "STREAM_TLS_CERT": str(pki.cert_file),
         "STREAM_TLS_KEY": str(pki.key_file),
     }
+    command = [PYTHON, "-m", "voicetrio", "serve", "--port", "0", "--engines", "fake"]
+    async with trio.open_nursery() as nursery:
+        proc: trio.Process = await nursery.start(
+            partial(trio.run_process, command, stderr=subprocess.PIPE, check=False, env=env)
+        )
+        log = LogLines(proc)
+        listening = await log.event("listening")
+        assert listening["url"].startswith("https://127.0.0.1:")
+        port = int(listening["url"].rsplit(":", 1)[1])
+        async with httpx.AsyncClient(verify=pki.client()) as http:
+            health = await http.get(f"https://127.0.0.1:{port}/health")
+        assert health.status_code == 200
+        # Printed just after the log line: read on until it comes.
+        line = next((seen for seen in log._seen if "voicetrio serving on" in seen), "")
+        while "voicetrio serving on" not in line:
+            line = await log._line()
+        assert line == f"voicetrio serving on https://127.0.0.1:{port}/"
+        proc.send_signal(signal.SIGTERM)
+        with trio.fail_after(15):
+            await proc.wait()
+        assert proc.returncode == 0
+
+
+async def test_workers_serve_tls_on_the_shared_port(pki: Pki, tmp_path: Path) -> None:
+    """The flags this time: the supervisor passes them on to its workers."""
+    env = {**os.environ, "STREAM_SHUTDOWN_GRACE_S": "1", "STREAM_LOG_LEVEL": "INFO"}
     command = [
-        PYTHON,
-        "-m",
-        "voicetrio",
-        "serve",
-        "--port",
-        "0",
-        "--engines",
-        "fake",
-        "--workers",
-        "2",
-    ]
+        PYTHON, "-m", "voicetrio", "serve", "--port", "0", "--engines", "fake", "--workers", "2",
+        "--tls-cert", str(pki.cert_file), "--tls-key", str(pki.key_file),
+    ]  # fmt: skip
     wav = tmp_path / "hello.wav"
     write_wav(wav, speech(1500) + quiet(300), 16000)
     async with trio.open_nursery() as nursery:
