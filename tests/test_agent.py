@@ -5,7 +5,11 @@ the open session served through the drain delay, then told and closed."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 from functools import partial
 
 import httpx
@@ -14,6 +18,7 @@ import trio
 import trio.testing
 
 from tests.conftest import FAST_FAKE, quiet, speech
+from tests.test_cli import LogLines
 from voicetrio.client.connection import ClientClosed, connect
 from voicetrio.core.agent import (
     AgentReport,
@@ -116,6 +121,7 @@ async def test_a_server_answers_its_agent_port_through_a_drain(nursery: trio.Nur
     config = FAST_FAKE.replace(drain_delay_s=60.0, max_sessions=4)
     agent_socket = bind_listener("127.0.0.1", 0)
     running: Running = await nursery.start(partial(serve, config, agent_listener=agent_socket))
+    assert running.agent_port is not None
     assert running.agent_port == agent_socket.getsockname()[1]
     with trio.fail_after(10):
         while not running.hub.ready:
@@ -222,3 +228,41 @@ async def test_the_supervisor_answers_for_its_workers(nursery: trio.Nursery) -> 
     until.set()
     with trio.fail_after(5):
         await ended.wait()
+
+
+async def test_with_workers_the_supervisor_answers_for_the_box() -> None:
+    """``--workers 2`` as a user runs it: one agent port for the box, whose
+    weight counts a dead worker as 0 and which says drain on SIGTERM."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        agent_port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "STREAM_AGENT_PORT": str(agent_port),
+        "STREAM_DRAIN_DELAY_S": "0.5",
+        "STREAM_SHUTDOWN_GRACE_S": "1",
+        "STREAM_LOG_LEVEL": "INFO",
+    }
+    command = [sys.executable, "-m", "voicetrio", "serve", "--port", "0", "--engines", "fake", "--workers", "2"]
+    async with trio.open_nursery() as nursery:
+        proc: trio.Process = await nursery.start(
+            partial(trio.run_process, command, stderr=subprocess.PIPE, check=False, env=env)
+        )
+        log = LogLines(proc)
+        await log.port()
+        started = [await log.event("worker_started") for _ in range(2)]
+        for e in started:
+            await log.event("engines_ready", worker=e["worker"])
+        assert await read_agent(agent_port) == b"up ready 100%\n"
+        # One worker gone: half the box (the supervisor starts it again after a pause).
+        os.kill(started[0]["pid"], signal.SIGKILL)
+        await log.event("worker_died", worker=started[0]["worker"])
+        assert await read_agent(agent_port) == b"up ready 50%\n"
+        await log.event("engines_ready", worker=started[0]["worker"])
+        assert await read_agent(agent_port) == b"up ready 100%\n"
+        proc.send_signal(signal.SIGTERM)
+        await log.event("signal")
+        assert await read_agent(agent_port) == b"drain\n"
+        with trio.fail_after(15):
+            await proc.wait()
+        assert proc.returncode == 0

@@ -20,8 +20,13 @@ import trio
 
 from voicetrio.core.agent import MAX_REPLY_BYTES, AgentReport, BadReply, combine, parse
 
-#: How long a reply may take to be written, or read by the supervisor.
+#: How long a reply may take to be written (HAProxy waits agent-inter, 1 s in deploy/haproxy/).
 REPLY_TIMEOUT_S: Final = 1.0
+#: How long the supervisor waits for a worker's reply: well within its own,
+#: since a dead worker's socket (the supervisor holds it for the next one)
+#: takes the connection and never answers. A worker this slow on loopback
+#: is too busy to take sessions anyway.
+ASK_TIMEOUT_S: Final = 0.3
 
 
 async def serve_agent(
@@ -54,7 +59,7 @@ async def ask(host: str, port: int) -> AgentReport | None:
     """A worker's agent reply, or None if it does not answer (a worker being
     restarted) or answers what no worker says."""
     data = b""
-    with trio.move_on_after(REPLY_TIMEOUT_S):
+    with trio.move_on_after(ASK_TIMEOUT_S):
         try:
             stream = await trio.open_tcp_stream(host, port)
         except OSError:
@@ -101,4 +106,4 @@ async def answer_for_workers(
         nursery.cancel_scope.cancel()
 
 
-__all__ = ["REPLY_TIMEOUT_S", "answer_for_workers", "ask", "serve_agent"]
+__all__ = ["ASK_TIMEOUT_S", "REPLY_TIMEOUT_S", "answer_for_workers", "ask", "serve_agent"]
