@@ -93,11 +93,13 @@ class Config:
     asr_model: str = "whisper-1"
     asr_timeout_s: float = 10.0
     asr_slots: int = 0
-    # turn-taking (core/turn_policy.py): "none" (the fixed window) by default:
-    # on bench/turns.py Smart Turn v3.2 sent half the complete questions to the
-    # 2 s patience and split half the paused ones (docs/benchmarks.md), so it
-    # is opt-in ("smart") until it measures better than the fixed window.
-    turn_judge: str = "none"
+    # turn-taking (core/turn_policy.py): "text" (SmolLM2 reads the words so
+    # far, core/text_turn.py) by default: on bench/turns.py it split none of
+    # the questions with pauses up to 1.5 s (the fixed window: half) and ended
+    # most complete ones 0.3 s after the voice. Smart Turn v3.2 ("smart",
+    # "both") is opt-in: on our synthetic speech it sent half the complete
+    # questions to the 2 s patience (docs/benchmarks.md).
+    turn_judge: str = "text"
     turn_threshold: float = 0.5
     # The text judge's p(end) thresholds (core/text_turn.py): at or above
     # complete_p the words end the turn, below incomplete_p they do not.
