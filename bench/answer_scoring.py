@@ -9,7 +9,8 @@ the same questions (issue 15, item 5).
 match somewhere in the answer (case-insensitive; "8" and "eight" are both
 written into the regex), and no ``reject`` regex may ("240 minutes in two
 hours" is wrong even though it contains a number). Turns about the present
-moment name a ``check`` that compares with the clock at the time of asking.
+moment name a ``check`` that compares with the clock at the time of asking;
+a timer is right only if the session's timers hold one of that length.
 
 *Spoken* is what a listener can follow: no markdown, no list, no emoji, at
 most :data:`MAX_SENTENCES` sentences, and not cut off by the token cap.
@@ -115,7 +116,7 @@ def _item(raw: dict[str, Any]) -> Item:
             tool=t.get("tool"),
             needs_tool=bool(t.get("needs_tool", False)),
         )
-        if turn.check is not None and turn.check not in CHECKS:
+        if turn.check is not None and turn.check not in (*CHECKS, "timer_5min"):
             raise ValueError(f"item {raw['id']}: unknown check {turn.check!r}")
         for pattern in (*turn.accept, *turn.reject):
             re.compile(pattern)  # a typo fails at load, not as a wrong answer
@@ -141,10 +142,16 @@ def select(items: Sequence[Item], wanted: str) -> list[Item]:
     return chosen
 
 
-def correct(turn: Turn, answer: str, asked_at: dt.datetime) -> bool:
+def correct(
+    turn: Turn, answer: str, asked_at: dt.datetime, *, timers_set_s: Sequence[float] = ()
+) -> bool:
     """Whether ``answer`` is a right answer to ``turn``, asked at ``asked_at``
-    (local time)."""
-    if turn.check is not None and not CHECKS[turn.check](answer, asked_at):
+    (local time), with the session's timers (their lengths in seconds) as
+    they were after the answer."""
+    if turn.check == "timer_5min":
+        if not any(abs(s - 300) < 1 for s in timers_set_s):
+            return False
+    elif turn.check is not None and not CHECKS[turn.check](answer, asked_at):
         return False
     if not all(re.search(p, answer, re.IGNORECASE) for p in turn.accept):
         return False

@@ -40,12 +40,16 @@ import trio
 
 from bench.answer_scoring import Item, correct, load_items, select, spoken_style
 from voicetrio.config import Config, from_env
+from voicetrio.core.builtin_tools import builtin_toolbox
 from voicetrio.core.conversation import Conversation, reply_key, utterance_key
 from voicetrio.core.phrases import PhraseAggregator
 from voicetrio.core.prompt import system_prompt
+from voicetrio.core.tools import Toolbox
 from voicetrio.engines.base import LlmEngine, LlmError
 from voicetrio.engines.llm.openai_compat import OpenAiLlm
+from voicetrio.engines.llm.tooling import open_reply
 from voicetrio.engines.registry import EngineHost, GatedLlm
+from voicetrio.session.timers import SessionTimers
 
 
 @dataclass
@@ -119,18 +123,20 @@ def _share(part: int, whole: int) -> float | None:
 
 def model_config(base: Config, model: str | None) -> Config:
     """``base`` with the LLM the catalog (or a GGUF path) names, if any."""
-    if model is None:
-        return base
-    if "llm_model" not in {f.name for f in dataclasses.fields(Config)}:
-        raise SystemExit("--model needs the model catalog (STREAM_LLM_MODEL)")
-    return dataclasses.replace(base, **{"llm_model": model})
+    return base if model is None else dataclasses.replace(base, llm_model=model)
 
 
 async def ask(
-    llm: LlmEngine, config: Config, conversation: Conversation, n: int, text: str
+    llm: LlmEngine,
+    config: Config,
+    conversation: Conversation,
+    tools: Toolbox,
+    n: int,
+    text: str,
 ) -> TurnResult:
     """Turn ``n`` (from 1) as the reply stage takes it: the memory's prompt,
-    the stream, the phrases; the exchange enters the memory after."""
+    the stream (offered the session's tools if the model calls tools), the
+    phrases; the exchange enters the memory after."""
     messages = conversation.messages(system_prompt(config.system_prompt), text)
     aggregator = PhraseAggregator(
         max_length=config.tts_max_phrase_length,
@@ -147,7 +153,7 @@ async def ask(
     start = trio.current_time()
     with trio.move_on_after(config.llm_timeout_s) as scope:
         try:
-            async with llm.stream(messages) as stream:
+            async with open_reply(llm, messages, tools) as stream:
                 async for delta in stream:
                     if not delta:
                         continue
@@ -193,28 +199,44 @@ async def ask(
     )
 
 
+def _wall_clock() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
 async def run_items(
     llm: LlmEngine, config: Config, items: Sequence[Item], verbose: bool
 ) -> list[ItemResult]:
     results = []
     for item in items:
-        # A fresh memory per item, bounded as a session's is.
+        # A fresh session's memory and tools per item; its timers are real
+        # (a timer question is right only if a timer was set) and end with it.
         conversation = Conversation(config.memory_max_turns, config.memory_max_chars)
         result = ItemResult(item.id, item.category, item.needs_tool, list(item.tools), True)
-        for n, turn in enumerate(item.turns, 1):
-            asked_at = dt.datetime.now()
-            outcome = await ask(llm, config, conversation, n, turn.text)
-            if turn.scored:
-                outcome.scored = True
-                outcome.correct = outcome.error is None and correct(turn, outcome.answer, asked_at)
-                result.correct = result.correct and outcome.correct
-            result.turns.append(outcome)
-            if verbose:
-                mark = {True: "ok ", False: "BAD", None: "   "}[outcome.correct]
-                style = "spoken" if outcome.style_ok else ",".join(outcome.style_problems)
-                print(f"  {mark} {item.id:<18} {turn.text!r} -> {outcome.answer!r} [{style}]")
+        async with trio.open_nursery() as nursery:
+            timers = SessionTimers("bench", nursery, lambda _: None, now=_wall_clock)
+            tools = builtin_toolbox(_wall_clock, timers)
+            for n, turn in enumerate(item.turns, 1):
+                asked_at = dt.datetime.now()
+                outcome = await ask(llm, config, conversation, tools, n, turn.text)
+                if turn.scored:
+                    set_s = [entry.duration_s for entry in timers.book.pending]
+                    outcome.scored = True
+                    outcome.correct = outcome.error is None and correct(
+                        turn, outcome.answer, asked_at, timers_set_s=set_s
+                    )
+                    result.correct = result.correct and outcome.correct
+                result.turns.append(outcome)
+                if verbose:
+                    _print_turn(item.id, turn.text, outcome)
+            timers.cancel(None)
         results.append(result)
     return results
+
+
+def _print_turn(item_id: str, text: str, outcome: TurnResult) -> None:
+    mark = {True: "ok ", False: "BAD", None: "   "}[outcome.correct]
+    style = "spoken" if outcome.style_ok else ",".join(outcome.style_problems)
+    print(f"  {mark} {item_id:<18} {text!r} -> {outcome.answer!r} [{style}]")
 
 
 async def run_model(

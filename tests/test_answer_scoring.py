@@ -138,3 +138,14 @@ def test_select_by_id_category_and_tools() -> None:
     assert len(select(items, "")) == len(items)
     with pytest.raises(ValueError, match="nope"):
         select(items, "fact-romeo,nope")
+
+
+def test_a_timer_is_right_only_if_the_session_holds_it() -> None:
+    turn = by_id("tool-timer")
+    said = "Your five minute timer is set."
+    assert correct(turn, said, NOW, timers_set_s=[300.0])
+    assert not correct(turn, said, NOW)  # said, not done
+    assert not correct(turn, said, NOW, timers_set_s=[30.0])
+    assert not correct(
+        turn, "I can't set timers, but five minutes is short.", NOW, timers_set_s=[300.0]
+    )

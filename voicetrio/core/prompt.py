@@ -12,10 +12,13 @@ from __future__ import annotations
 from typing import Final, Literal, TypedDict
 
 #: The system prompt when ``STREAM_SYSTEM_PROMPT`` sets none: replies are
-#: spoken, so they are short and plain.
+#: spoken, so they are short and plain. Tuned on bench/answers.py with every
+#: catalog model (docs/benchmarks.md, "Answer quality"): "one or two"
+#: sentences, the answer first, since a listener waits through every word
+#: before the one that answers.
 SPOKEN_SYSTEM_PROMPT: Final = (
-    "You are a helpful voice assistant. Your answers are spoken aloud: reply in one "
-    "to three short, plain sentences. No lists, no markdown, no emoji."
+    "You are a helpful voice assistant. Your answers are spoken aloud: answer in one "
+    "or two short, plain sentences, giving the answer first. No lists, no markdown, no emoji."
 )
 
 
