@@ -414,3 +414,31 @@ async def test_cancelled_timers_do_not_ring_and_timers_die_with_the_session(
     assert trio.current_time() == began  # ...which does not keep it
     await trio.sleep(60)
     assert s.sink.events == []
+
+
+async def test_results_as_a_note_for_small_models(serve: Any, nursery: trio.Nursery) -> None:
+    """``tool_results="text"``: one round with tools, then the results as a
+    system note in a round without tools (no tool messages)."""
+    chat = ChatServer([STRUCTURED_CALL, ANSWER])
+    local = await start_server(nursery, chat.handle)
+    llm = OpenAiLlm(
+        base_url=local.base_url,
+        model="m",
+        max_tokens=50,
+        temperature=0.0,
+        tools="on",
+        tool_results="text",
+    )
+    try:
+        assert (await reply_text(llm, CALC))[0] == "It is 7006652."
+    finally:
+        await llm.aclose()
+    first, second = chat.bodies
+    assert "tools" in first and "tools" not in second
+    assert second["messages"][:-1] == first["messages"]
+    assert second["messages"][-1] == {
+        "role": "system",
+        "content": "Tool results for the user's last message: "
+        'calculate(expression="1234 * 5678") gave: 7006652. '
+        "Answer the user now in plain spoken words, using these results; no JSON.",
+    }

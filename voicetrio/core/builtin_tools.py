@@ -75,11 +75,18 @@ def clock_tool(now: Now, local_zone: tzinfo | None = None, local_name: str = "")
 
     return Tool(
         name="get_time",
-        description=(
-            "The current local time, weekday and date. "
-            "Give 'timezone' (an IANA name like 'Asia/Tokyo') only for another place."
+        # No example zone in the text: a small model copies it into every call.
+        description="The current local time, weekday and date.",
+        parameters=object_schema(
+            {
+                "timezone": {
+                    "type": "string",
+                    "maxLength": 64,
+                    "description": "leave out for the local time; an IANA zone name "
+                    "only when the user asks about another place",
+                }
+            }
         ),
-        parameters=object_schema({"timezone": {"type": "string", "maxLength": 64}}),
         function=get_time,
     )
 

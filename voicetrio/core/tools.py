@@ -137,6 +137,10 @@ class Toolbox:
     def names(self) -> list[str]:
         return list(self._tools)
 
+    @property
+    def tools(self) -> list[Tool]:
+        return list(self._tools.values())
+
     def definitions(self) -> list[dict[str, Any]]:
         return [tool.definition() for tool in self._tools.values()]
 

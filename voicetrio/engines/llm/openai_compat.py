@@ -256,8 +256,14 @@ class _Rounds:
     """The reply's rounds, read by one task: a round's text goes to the
     consumer; when the model called tools instead of (or after) speaking,
     they run here, their results go back as ``tool`` messages, and the next
-    round streams on the same deltas. At most :data:`MAX_TOOL_ROUNDS` rounds
-    offer tools; the one after is asked with none, so it must answer. A
+    round streams on the same deltas. At most ``tool_rounds`` rounds
+    offer tools; the one after is asked with none, so it must answer.
+
+    The results go back as the protocol has it (``tool_results="messages"``:
+    the assistant's ``tool_calls`` and one ``tool`` message each), or, for
+    small models that answer a tool message with more calls
+    (``"text"``: Qwen2.5-Coder 0.5B echoed its call in every variant we
+    tried), as one system note of plain text in a last round without tools. A
     tool's failure is a result the model reads (``{"error": ...}``); a round
     that fails ends the deltas with the error, like a one-round reply.
     Cancelling the task (the turn's cancel, a barge-in) stops a round or a
@@ -290,7 +296,8 @@ class _Rounds:
     async def run(self) -> None:
         chars = 0
         with self._send:
-            for number in range(MAX_TOOL_ROUNDS + 1):
+            last = self._llm.tool_rounds
+            for number in range(last + 1):
                 names = self._tools.names if self._tools else []
                 reader = _Reader(
                     self._send, self._deltas, self._llm._error, RoundAssembler(names), chars=chars
@@ -304,14 +311,14 @@ class _Rounds:
                 chars = reader.chars
                 if not reader.calls or self._tools is None:
                     return  # the reply is complete, or failed
-                if number == MAX_TOOL_ROUNDS or "tools" not in self._body:
+                if number == last or "tools" not in self._body:
                     if not chars:
                         self._deltas.error = self._llm._error(
                             f"the model called tools {number + 1} times without answering"
                         )
                     return
                 await self._call_tools(reader.calls, self._tools)
-                if number + 1 == MAX_TOOL_ROUNDS:
+                if number + 1 == last or self._llm.tool_results == "text":
                     del self._body["tools"]
                 try:
                     self.response = await self._llm._open(self._body)
@@ -320,7 +327,26 @@ class _Rounds:
                     return
 
     async def _call_tools(self, calls: list[ToolCall], tools: Toolbox) -> None:
+        results = []
+        for call in calls:
+            began = trio.current_time()
+            result = _tool_timed_out(call)
+            with trio.move_on_after(TOOL_TIMEOUT_S):
+                result = await tools.run(call)
+            log_event(
+                None,
+                "tool_call",
+                tool=call.name,
+                ms=round((trio.current_time() - began) * 1000),
+                error=result.startswith('{"error"'),
+            )
+            results.append(result)
+            # The model is working: the turn's token timeouts see it.
+            self._send.send_nowait("")
         messages: list[dict[str, Any]] = self._body["messages"]
+        if self._llm.tool_results == "text":
+            messages.append({"role": "system", "content": results_note(calls, results)})
+            return
         messages.append(
             {
                 "role": "assistant",
@@ -335,21 +361,33 @@ class _Rounds:
                 ],
             }
         )
-        for call in calls:
-            began = trio.current_time()
-            result = _tool_timed_out(call)
-            with trio.move_on_after(TOOL_TIMEOUT_S):
-                result = await tools.run(call)
-            log_event(
-                None,
-                "tool_call",
-                tool=call.name,
-                ms=round((trio.current_time() - began) * 1000),
-                error=result.startswith('{"error"'),
-            )
+        for call, result in zip(calls, results, strict=True):
             messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
-            # The model is working: the turn's token timeouts see it.
-            self._send.send_nowait("")
+
+
+def results_note(calls: Sequence[ToolCall], results: Sequence[str]) -> str:
+    """The tools' results as one note of plain text (``tool_results="text"``)."""
+    said = []
+    for call, result in zip(calls, results, strict=True):
+        try:
+            arguments = json.loads(call.arguments)
+        except ValueError:
+            arguments = {}
+        shown = ", ".join(
+            f"{k}={json.dumps(v, ensure_ascii=False)}"
+            for k, v in (arguments.items() if isinstance(arguments, dict) else ())
+        )
+        try:
+            error = json.loads(result).get("error") if result.startswith('{"error"') else None
+        except (ValueError, AttributeError):
+            error = None
+        outcome = f"failed: {error}" if error else f"gave: {result}"
+        said.append(f"{call.name}({shown}) {outcome}")
+    return (
+        "Tool results for the user's last message: "
+        + "; ".join(said)
+        + ". Answer the user now in plain spoken words, using these results; no JSON."
+    )
 
 
 def _echoed(arguments: str) -> str:
@@ -386,6 +424,8 @@ class OpenAiLlm:
         transport: httpx.AsyncBaseTransport | None = None,
         connect_timeout_s: float = 5.0,
         tools: Literal["on", "auto", "off"] = "off",
+        tool_rounds: int = MAX_TOOL_ROUNDS,
+        tool_results: Literal["messages", "text"] = "messages",
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError("base_url must start with http:// or https://")
@@ -415,6 +455,12 @@ class OpenAiLlm:
         #: ("on", or "auto" until the server refuses them once).
         self.calls_tools = tools != "off"
         self._tools_fallback = tools == "auto"
+        if tool_rounds < 1:
+            raise ValueError(f"tool_rounds must be >= 1, got {tool_rounds}")
+        #: Rounds that may call tools before one that must answer (see _Rounds).
+        self.tool_rounds = tool_rounds
+        #: How the results go back: ``tool`` messages, or a note of text.
+        self.tool_results = tool_results
 
     def __repr__(self) -> str:
         return f"OpenAiLlm(base_url={self._shown_url!r}, model={self.model!r})"
@@ -549,4 +595,11 @@ class OpenAiLlm:
         return f"{head}: {detail}" if detail else head
 
 
-__all__ = ["MAX_REPLY_CHARS", "MAX_TOOL_ROUNDS", "TOOL_TIMEOUT_S", "OpenAiLlm", "scrub"]
+__all__ = [
+    "MAX_REPLY_CHARS",
+    "MAX_TOOL_ROUNDS",
+    "TOOL_TIMEOUT_S",
+    "OpenAiLlm",
+    "results_note",
+    "scrub",
+]
