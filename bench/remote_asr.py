@@ -36,10 +36,12 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
+import httpx
 import trio
 
 from bench.capacity import (
@@ -80,6 +82,9 @@ class Phase:
     def errors(self) -> int:
         return sum(len(t.errors) for x in self.talkers for t in x.turns)
 
+    def error_codes(self) -> Counter[str]:
+        return Counter(e for x in self.talkers for t in x.turns for e in t.errors)
+
     @property
     def admitted(self) -> int:
         return sum(x.admitted for x in self.talkers)
@@ -91,9 +96,7 @@ class Phase:
     def row(self) -> str:
         p50, p95 = pct(self.finals, 0.5), pct(self.finals, 0.95)
         remote = (
-            "      -"
-            if self.remote_cpu_s is None
-            else f"{self.remote_cpu_s / self.session_s:7.3f}"
+            "      -" if self.remote_cpu_s is None else f"{self.remote_cpu_s / self.session_s:7.3f}"
         )
         per_core = 1 / self.cpu_per_session_s if self.cpu_per_session_s else float("inf")
         return (
@@ -115,7 +118,12 @@ def _ms(value: float | None) -> str:
 
 
 async def timed_talker(
-    url: str, index: int, plan: list[Question], options: Options, out: TalkerResult, seconds: list[float]
+    url: str,
+    index: int,
+    plan: list[Question],
+    options: Options,
+    out: TalkerResult,
+    seconds: list[float],
 ) -> None:
     start = time.monotonic()
     try:
@@ -209,6 +217,15 @@ async def main(args: argparse.Namespace) -> None:
                 phase = await run_phase(name, port, n, plans, options, behind)
                 phases.append(phase)
                 print(phase.row(), flush=True)
+                if phase.errors:
+                    print(f"        errors: {dict(phase.error_codes())}", flush=True)
+        async with httpx.AsyncClient() as http:
+            shown = (await http.get(f"http://127.0.0.1:{remote_port}/health")).json()
+        print(
+            f"the remote: capacity {shown.get('capacity')} talkers, "
+            f"{shown.get('sessions_total')} sessions admitted in all (one per front connection)",
+            flush=True,
+        )
     la = os.getloadavg()
     print()
     print(

@@ -117,7 +117,10 @@ def test_a_commit_of_no_speech_is_no_words() -> None:
     ("frame", "code"),
     [
         (_event(rt.FAILED, error={"code": "asr_fail", "message": "decoder died"}), "asr_fail"),
-        (_event("error", error={"type": "server_error", "code": "server_busy", "message": ""}), "server_busy"),
+        (
+            _event("error", error={"type": "server_error", "code": "server_busy", "message": ""}),
+            "server_busy",
+        ),
         (_event("error", error={"type": "server_error", "message": "x"}), "server_error"),
         (_event("error"), "unknown"),
     ],
@@ -403,3 +406,26 @@ async def test_an_upload_longer_than_a_turn_is_sent_in_commits(nursery: trio.Nur
     assert words.count(tone_word) >= 40_000 // 300 - 6
     remote_asr = remote.hub.engines.asr
     assert isinstance(remote_asr, FakeAsr) and remote_asr.final_calls == 2
+
+
+async def test_a_full_remote_is_shared_not_refused(nursery: trio.Nursery) -> None:
+    # The remote admits one session: the front's decodes (partials on their
+    # cadence, speculative finals, finals) share the one connection it got.
+    # Its decodes take 300 ms and the audio comes faster than real time, so
+    # a partial is always in flight when the final is asked for.
+    remote = await start(nursery, FAST_FAKE.replace(max_sessions=1, fake_asr_ms=300))
+    front = await start(nursery, FAST_FAKE.replace(asr_url=remote_of(remote.port)))
+    engine = front.hub.engines.asr
+    assert isinstance(engine, RealtimeAsr)
+    async with connect(front.url) as client:
+        await client.start(16000)
+        for freq in (440.0, 700.0, 900.0):
+            pcm = speech(1500, freq)
+            events = await turn(client, pcm)
+            assert hears(final_of(events), pcm)
+            assert not [e for e in events if e["type"] == "error"]
+    assert engine.connects == 1 and remote.hub.sessions_total == 1
+    assert engine.decodes >= 3
+    # A second connection was refused (then the front held to one), and the
+    # partials made moot at each utterance's end were read out, not closed.
+    assert engine.busy_refusals >= 1 and engine.drained >= 1

@@ -11,17 +11,24 @@ finals, so it behaves as with local Whisper; only the decode moves.
 
 Connections: a pool, shared by every session of the process. A decode
 leases an idle connection (or opens one: handshake, ``session.update``,
-``session.updated``), and gives it back when its answer came. A decode that
-is cancelled (a partial moot at the end of the utterance, a speculative
-final retracted when speech resumed), fails or times out closes its
-connection instead: the remote then drops the work (a queued decode never
-runs), and no stale answer can reach the next decode. The pool holds at
-most one connection per slot of the decoder's queue, which bounds the
-requests in flight (``STREAM_ASR_SLOTS``), finals ahead of partials.
-A failed connect marks the engine not ready (``/health`` says so, so a
-balancer stops sending sessions) and a keeper task tries again, with
-doubling pauses, until the remote answers; decodes asked meanwhile each
-try too, and fail with ASR_FAIL as a local decode that failed would.
+``session.updated``), and gives it back when its answer came. The decoder's
+queue bounds the decodes in flight (``STREAM_ASR_SLOTS``, finals ahead of
+partials). A decode that is cancelled once its commit is sent (a partial
+moot at the end of the utterance, a speculative final retracted when speech
+resumed: the commonest end of a decode) leaves its connection to be
+*drained*: the moot answer is read in the background and the connection
+goes back to the pool, so the remote sees a steady set of sessions rather
+than one new session to admit per cancelled decode. A decode that fails or
+times out closes its connection (the remote drops the work; no stale
+answer can reach the next decode). A remote that refuses a new connection
+as full (a voicetrio remote admits each connection as a talker, up to its
+measured capacity) makes the front share the connections it holds for
+:data:`BUSY_HOLD_S` before it asks again; refused with none held, the
+decode fails. A failed connect marks the engine not ready (``/health``
+says so, so a balancer stops sending sessions) and a keeper task tries
+again, with doubling pauses, until the remote answers; decodes asked
+meanwhile each try too, and fail with ASR_FAIL as a local decode that
+failed would.
 
 Every failure is an :class:`~voicetrio.engines.base.AsrError` (ASR_FAIL):
 refused (HTTP status, connection refused), dropped (closed mid-decode), an
@@ -34,7 +41,9 @@ partial) and goes on.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import ssl
 from typing import Final
 from urllib.parse import urlsplit
@@ -60,6 +69,10 @@ REMOTE_ASR_SLOTS: Final = 16
 #: The keeper's pauses between connect attempts while the remote is down.
 RECONNECT_FIRST_S: Final = 0.5
 RECONNECT_MAX_S: Final = 10.0
+#: After a remote refuses a connection as busy (its admission counts each
+#: connection as a talker), the front opens no more than it has for this
+#: long, and shares those.
+BUSY_HOLD_S: Final = 5.0
 #: A close handshake the remote does not answer is abandoned after this.
 CLOSE_TIMEOUT_S: Final = 2.0
 #: Server events are small (the largest is a transcript); the API's limit
@@ -76,6 +89,10 @@ COMMIT_MAX_BYTES: Final = 25 * rt.REMOTE_RATE * 2
 _Stream = trio.SocketStream | trio.SSLStream[trio.SocketStream]
 
 
+class _RemoteBusy(AsrError):
+    """The remote refused a new connection as full (``server_busy``, HTTP 429/503)."""
+
+
 class _Remote:
     """One connection: one decode at a time, numbered for the event ids.
 
@@ -87,6 +104,8 @@ class _Remote:
         self.ws = ws
         self.stream = stream
         self.decodes = 0
+        #: A commit is sent whole and its answer not read yet.
+        self.awaiting = False
 
     async def close(self) -> None:
         try:
@@ -117,11 +136,23 @@ class _Remote:
         self.decodes += 1
         for frame in rt.request_frames(pcm24k, self.decodes):
             await self.ws.send_message(frame)
+        self.awaiting = True
         exchange = rt.Exchange()
         while True:
             text = exchange.feed(await self.ws.get_message())
             if text is not None:
+                self.awaiting = False
                 return text
+
+    async def finish(self) -> None:
+        """Read the answer of a commit whose caller left (its text is moot),
+        so that the connection is clean again. Raises ConnectionClosed,
+        RemoteUnreadable."""
+        exchange = rt.Exchange()
+        with contextlib.suppress(rt.RemoteRefused):  # an answer too
+            while exchange.feed(await self.ws.get_message()) is None:
+                pass
+        self.awaiting = False
 
 
 class RealtimeAsr:
@@ -166,7 +197,17 @@ class RealtimeAsr:
         self.last_decode_s = 0.0
         #: Connections opened in all (each costs the remote a session).
         self.connects = 0
+        #: Connections the remote refused as full; decodes whose moot
+        #: answer was read so that their connection could be reused.
+        self.busy_refusals = 0
+        self.drained = 0
         self._idle: list[_Remote] = []
+        #: Connections open (idle, in use or being drained).
+        self._live = 0
+        #: Set (and replaced) when a connection goes idle or closes.
+        self._freed = trio.Event()
+        #: (connections, until): the most to hold after a busy refusal.
+        self._busy_cap: tuple[int, float] | None = None
         self._nursery: trio.Nursery | None = None
         self._running = trio.Event()
         self._down = trio.Event()
@@ -189,7 +230,9 @@ class RealtimeAsr:
                 with trio.fail_after(self.timeout_s):
                     remote = await self._connect()
             except (AsrError, trio.TooSlowError) as exc:
-                log_event(None, "asr_remote_down", level=logging.WARNING, url=self.url, error=str(exc))
+                log_event(
+                    None, "asr_remote_down", level=logging.WARNING, url=self.url, error=str(exc)
+                )
                 await trio.sleep(pause)
                 pause = min(RECONNECT_MAX_S, pause * 2)
                 continue
@@ -203,6 +246,8 @@ class RealtimeAsr:
         assert self._nursery is not None
         try:
             remote: _Remote = await self._nursery.start(self._hold)
+        except _RemoteBusy:
+            raise  # up, and full: not a reason to say not ready
         except AsrError:
             self._set_down()
             raise
@@ -236,14 +281,22 @@ class RealtimeAsr:
                 )
                 remote = _Remote(ws, stream)
                 await remote.configure(self.model, self.language)
+                self._live += 1
                 task_status.started(remote)
                 started = True
         except Exception as exc:
             if not started:
-                raise AsrError(self._connect_failure(exc)) from None
+                leaf = _leaf(exc)
+                busy = (isinstance(leaf, rt.RemoteRefused) and leaf.code == "server_busy") or (
+                    isinstance(leaf, ConnectionRejected) and leaf.status_code in (429, 503)
+                )
+                raise (_RemoteBusy if busy else AsrError)(self._connect_failure(exc)) from None
             # The connection's end shows to its user as ConnectionClosed.
             log_event(None, "asr_remote_connection_end", level=logging.DEBUG, error=repr(exc))
         finally:
+            if started:
+                self._live -= 1
+                self._free()
             # Closes the socket at once, even when cancelled.
             await stream.aclose()
 
@@ -277,14 +330,65 @@ class RealtimeAsr:
         if self._nursery is not None:
             self._nursery.start_soon(remote.close)
 
+    def _free(self) -> None:
+        self._freed.set()
+        self._freed = trio.Event()
+
+    def _give_back(self, remote: _Remote) -> None:
+        self._idle.append(remote)
+        self._free()
+
+    def _cap(self) -> float:
+        """The most connections to hold now: any number, unless the remote
+        said it is full a moment ago."""
+        if self._busy_cap is None or trio.current_time() >= self._busy_cap[1]:
+            self._busy_cap = None
+            return math.inf
+        return self._busy_cap[0]
+
     async def _lease(self) -> _Remote:
-        while self._idle:
-            remote = self._idle.pop()
-            if remote.open:
-                return remote
-            self._discard(remote)  # closed by the remote while idle
+        """An idle connection, a new one, or, when the remote is full, the
+        next of ours to come free."""
         await self._running.wait()
-        return await self._connect()
+        while True:
+            while self._idle:
+                remote = self._idle.pop()
+                if remote.open:
+                    return remote
+                self._discard(remote)  # closed by the remote while idle
+            if self._live < self._cap():
+                try:
+                    return await self._connect()
+                except _RemoteBusy as exc:
+                    self.busy_refusals += 1
+                    if self._live == 0:
+                        raise
+                    self._busy_cap = (self._live, trio.current_time() + BUSY_HOLD_S)
+                    log_event(
+                        None,
+                        "asr_remote_busy",
+                        level=logging.WARNING,
+                        connections=self._live,
+                        error=str(exc),
+                    )
+            await self._freed.wait()
+
+    async def _drain(self, remote: _Remote) -> None:
+        """Read the moot answer of a cancelled decode, then give the
+        connection back (it stays one session on the remote, rather than a
+        new one to admit), or close it."""
+        clean = False
+        with trio.move_on_after(self.timeout_s):
+            try:
+                await remote.finish()
+                clean = remote.open
+            except (ConnectionClosed, rt.RemoteUnreadable):
+                pass
+        if clean:
+            self.drained += 1
+            self._give_back(remote)
+        else:
+            await remote.close()
 
     async def transcribe(self, pcm: bytes, *, final: bool, slot: Slot | None = None) -> str:
         if slot is None:
@@ -298,7 +402,7 @@ class RealtimeAsr:
         async with slot:
             started = trio.current_time()
             remote: _Remote | None = None
-            answered = False
+            answered = cancelled = False
             try:
                 with trio.fail_after(self.timeout_s):
                     remote = await self._lease()
@@ -318,12 +422,19 @@ class RealtimeAsr:
                 raise AsrError(f"the remote ASR failed: {exc}") from None
             except rt.RemoteUnreadable as exc:
                 raise AsrError(f"the remote ASR's answer is unreadable: {exc}") from None
+            except trio.Cancelled:
+                cancelled = True
+                raise
             finally:
                 if remote is not None:
                     # Only a connection whose decode was answered is clean:
                     # any other may yet bring an answer meant for this decode.
                     if answered and remote.open:
-                        self._idle.append(remote)
+                        self._give_back(remote)
+                    elif cancelled and remote.open and remote.awaiting and self._nursery:
+                        # A partial made moot, a speculative final retracted:
+                        # the commonest end of a decode, and no fault.
+                        self._nursery.start_soon(self._drain, remote)
                     else:
                         self._discard(remote)
             self.decodes += 1
@@ -346,4 +457,3 @@ def _reason(exc: BaseException) -> str:
 
 
 __all__ = ["COMMIT_MAX_BYTES", "REMOTE_ASR_SLOTS", "RealtimeAsr"]
-
