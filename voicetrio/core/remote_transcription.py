@@ -124,7 +124,9 @@ def request_frames(pcm24k: bytes, number: int) -> list[str]:
                 }
             )
         )
-    frames.append(_frame({"type": "input_audio_buffer.commit", "event_id": f"evt_vt_{number}_commit"}))
+    frames.append(
+        _frame({"type": "input_audio_buffer.commit", "event_id": f"evt_vt_{number}_commit"})
+    )
     return frames
 
 
