@@ -32,8 +32,12 @@ from voicetrio.core import remote_transcription as rt
 from voicetrio.core.audio import wav_bytes
 from voicetrio.core.resample import resample
 from voicetrio.engines.asr.realtime_remote import RealtimeAsr
+from voicetrio.engines.base import AsrEngine
 from voicetrio.engines.fake import FakeAsr, words_for
 from voicetrio.server.app import Running, serve
+
+# mypy checks the engine against the Protocol the ASR stage uses.
+ENGINE: type[AsrEngine] = RealtimeAsr
 
 # -- sans-IO: the URL, the frames, the answers -----------------------------------------
 
