@@ -32,6 +32,7 @@ from voicetrio.core.tools import (
     check_arguments,
     object_schema,
 )
+from voicetrio.engines.llm.openai_compat import results_note
 from voicetrio.engines.llm.sse import ChatChunk, SseParser, ToolCallDelta, parse_chat_chunk
 from voicetrio.engines.llm.tool_calls import RoundAssembler, written_calls
 
@@ -426,3 +427,16 @@ def test_too_many_calls_or_arguments_are_a_bad_stream() -> None:
 def test_malformed_tool_call_chunks(payload: str) -> None:
     with pytest.raises(ValueError, match=r"tool.call"):
         parse_chat_chunk(payload)
+
+
+def test_results_note_says_results_and_failures() -> None:
+    calls = [
+        ToolCall("a", "get_time", ""),
+        ToolCall("b", "calculate", '{"expression": "1/0"}'),
+    ]
+    note = results_note(calls, ["05:30 on Wednesday", '{"error": "division by zero"}'])
+    assert note == (
+        "Tool results for the user's last message: get_time() gave: 05:30 on Wednesday; "
+        'calculate(expression="1/0") failed: division by zero. '
+        "Answer the user now in plain spoken words, using these results; no JSON."
+    )
