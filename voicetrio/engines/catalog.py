@@ -43,6 +43,7 @@ from voicetrio.core.model_catalog import (
     Part,
     parse_llm_setting,
     requirements_text,
+    whisper_entry,
 )
 from voicetrio.engines.base import ModelLoadError
 from voicetrio.engines.model_files import (
@@ -55,7 +56,13 @@ from voicetrio.engines.model_files import (
     marker_vouches,
     remove_partials,
 )
-from voicetrio.engines.models import PackageLocator, default_cache_dir, find_package, resolve_model
+from voicetrio.engines.models import (
+    ModelSpec,
+    PackageLocator,
+    default_cache_dir,
+    find_package,
+    resolve_model,
+)
 
 #: The first bytes of every GGUF file.
 GGUF_MAGIC: Final = b"GGUF"
@@ -145,6 +152,20 @@ def resolve_llm(
             f"LLM model {choice.path!r} is not a GGUF file (it does not start with GGUF)"
         )
     return LlmModel(path.absolute(), path.name.removesuffix(".gguf"), None)
+
+
+def resolve_whisper(
+    value: str, *, default_compute_type: str = "int8", root: Path | None = None
+) -> ModelSpec:
+    """STREAM_MODEL_WHISPER's model (:func:`voicetrio.engines.models.resolve_model`),
+    its ``model.bin`` refused unless its sha256 is the catalog's when the
+    catalog has it (tiny.en, base); a folder of the user's is taken as it is."""
+    base = root if root is not None else cache_root()
+    spec = resolve_model(value, default_compute_type=default_compute_type, cache_dir=base)
+    model = whisper_entry(value)
+    if model is not None and spec.path is not None:
+        check_file(model, Path(spec.path) / model.file_name, base)
+    return spec
 
 
 def default_installer() -> list[str]:
@@ -326,6 +347,7 @@ __all__ = [
     "installed_member",
     "model_path",
     "resolve_llm",
+    "resolve_whisper",
     "state",
     "verify",
 ]

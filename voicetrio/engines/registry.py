@@ -460,13 +460,14 @@ class GatedAsr:
 
     async def load(self) -> None:
         from voicetrio.engines.asr.whisper import WhisperAsr
-        from voicetrio.engines.models import resolve_model
+        from voicetrio.engines.catalog import resolve_whisper
 
         config = self.host.config
-        # Resolving may join a model from parts once (145 MB): off the loop.
+        # Resolving may join a model from parts once (145 MB) and hash it
+        # against the catalog: off the loop.
         spec = await trio.to_thread.run_sync(
             functools.partial(
-                resolve_model, config.model_whisper, default_compute_type=config.asr_compute_type
+                resolve_whisper, config.model_whisper, default_compute_type=config.asr_compute_type
             )
         )
         whisper = WhisperAsr(spec, scheduler=self.host.decoder, cpu_threads=config.asr_cpu_threads)
