@@ -489,3 +489,14 @@ def test_whisper_setting_is_checked_against_the_catalog(tmp_path: Path) -> None:
         resolve_whisper("base", root=tmp_path)
     # A folder of the user's is theirs: not in the catalog, not hashed.
     assert resolve_whisper(str(tmp_path / "base"), root=tmp_path).path == str(tmp_path / "base")
+
+
+def test_cli_with_a_cache_it_cannot_write(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache should be")
+    code, _, err = _cli(capsys, monkeypatch, blocker / "cache", "install", "qwen2.5-0.5b")
+    assert code == 1
+    assert err.startswith("voicetrio models: MODEL_LOAD_FAIL: [Errno 20] Not a directory")
+    assert err.rstrip().endswith("set STREAM_MODEL_CACHE to a writable folder")

@@ -81,6 +81,9 @@ def run(
         return _fail(err, "UNKNOWN_MODEL", str(exc))
     except ModelLoadError as exc:
         return _fail(err, exc.code.value, str(exc))
+    except OSError as exc:
+        # The cache folder cannot be written (permissions, a full disk).
+        return _fail(err, "MODEL_LOAD_FAIL", f"{exc}; set STREAM_MODEL_CACHE to a writable folder")
 
 
 def _list(root: Path, as_json: bool, out: TextIO) -> int:

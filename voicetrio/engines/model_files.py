@@ -96,7 +96,9 @@ def marker_vouches(model: Entry, path: Path, root: Path) -> bool:
 
 
 def forget_marker(root: Path, model: Entry) -> None:
-    marker_file(root, model).unlink(missing_ok=True)
+    # Best effort, as writing it: a read-only cache must not hide the mismatch.
+    with contextlib.suppress(OSError):
+        marker_file(root, model).unlink(missing_ok=True)
 
 
 def check_file(model: Entry, path: Path, root: Path, *, trust_marker: bool = True) -> None:
