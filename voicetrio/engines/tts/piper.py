@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import importlib.resources
 import json
+import logging
 import math
 import shutil
 import subprocess
@@ -54,6 +55,7 @@ from voicetrio.engines.tts.worker import (
     audible,
     preview,
 )
+from voicetrio.logs import log_event
 
 #: The extra that installs the default voice.
 INSTALL_HINT: Final = (
@@ -176,7 +178,10 @@ class PiperTts(ThreadedTts[_Voice]):
         pause = np.zeros(round(SENTENCE_PAUSE_S * rate), dtype=np.float32)
         parts: list[npt.NDArray[np.float32]] = []
         for phonemes in spoken:
-            ids, _unknown = phoneme_ids(phonemes, config.phoneme_id_map)
+            ids, unknown = phoneme_ids(phonemes, config.phoneme_id_map)
+            if unknown:
+                # Skipped, as Piper does; worth knowing when a word sounds off.
+                log_event(None, "tts_unknown_phonemes", level=logging.INFO, phonemes=unknown)
             if parts:
                 parts.append(pause)
             parts.append(self._infer(voice, ids, text))
