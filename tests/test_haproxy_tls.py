@@ -23,7 +23,7 @@ import trio
 import trustme
 
 from tests.conftest import quiet, speech
-from tests.test_fleet import SHIPPED, Backend, Fleet, free_port, show_stat
+from tests.test_fleet import SHIPPED, Backend, Fleet, Line, free_port, show_stat
 from voicetrio.client.connection import connect, tls_context
 
 SHIPPED_TLS = SHIPPED.with_name("haproxy-tls.cfg")
@@ -87,7 +87,7 @@ async def test_wss_and_https_through_haproxy_to_a_plain_backend(tmp_path: Path) 
                     check=False,
                 )
                 assert check.returncode == 0, (check.stdout + check.stderr).decode()
-                hlog: list[str] = []
+                hlog: list[Line] = []
                 await fleet.start([haproxy, "-f", str(config), "-db"], {}, hlog)
                 # UP by the health check and the agent. Another process: a bounded poll.
                 row: dict[str, str] = {}
