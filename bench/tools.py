@@ -10,7 +10,10 @@ splitting of a turn). The model is started by the product's LLM start
 gets tools (``STREAM_LLM_TOOLS``, "auto": its chat template's say); with
 tools, each turn goes through :func:`~voicetrio.engines.llm.tooling.open_reply`
 with the tools a session offers (:func:`~voicetrio.core.builtin_tools.builtin_toolbox`,
-timers kept in a book that never rings), and every call is counted.
+timers that are really set; :func:`bench.answers.run_items` scores a timer
+question right only if one was), and every call is counted from the
+client's ``tool_call`` log events. Without tools, the same server and model
+are asked through an engine that cannot offer any.
 
 Usage::
 
@@ -21,69 +24,30 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
+import logging
 import os
 import statistics
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
-from datetime import UTC, datetime, timedelta
 
 import trio
 
 from bench.answer_scoring import Item, load_items, select
 from bench.answers import ItemResult, model_config, run_items
 from voicetrio.config import Config, from_env
-from voicetrio.core.builtin_tools import builtin_toolbox
 from voicetrio.core.prompt import ChatMessage
-from voicetrio.core.timers import TimerBook, TimerEntry
-from voicetrio.core.tools import Tool, Toolbox, ToolResult
 from voicetrio.engines.base import LlmEngine
 from voicetrio.engines.llm.openai_compat import OpenAiLlm
-from voicetrio.engines.llm.tooling import open_reply
 from voicetrio.engines.registry import EngineHost, GatedLlm
+from voicetrio.logs import LOGGER
 
 
-class BookTimers:
-    """Timers that are set and cancelled in a book, and never ring."""
+class WithoutTools:
+    """The engine as a model that cannot call tools: only ``stream(messages)``."""
 
-    def __init__(self) -> None:
-        self.book = TimerBook()
-
-    def set(self, duration: float, unit: str, label: str) -> TimerEntry:
-        return self.book.add(duration, unit, label, 0.0)
-
-    def cancel(self, timer_id: int | None) -> list[TimerEntry]:
-        ids = [e.id for e in self.book.pending] if timer_id is None else [timer_id]
-        return [self.book.remove(i) for i in ids]
-
-    def due_at(self, entry: TimerEntry) -> str:
-        return f"{datetime.now() + timedelta(seconds=entry.duration_s):%H:%M:%S}"
-
-
-def counted(tools: Toolbox, calls: list[str]) -> Toolbox:
-    """``tools``, each noting its name in ``calls`` when called."""
-
-    def wrap(tool: Tool) -> Tool:
-        function = tool.function
-
-        def call(**arguments: object) -> ToolResult:
-            calls.append(tool.name)
-            result = function(**arguments)
-            assert not inspect.isawaitable(result), "the built-in tools are synchronous"
-            return result
-
-        return Tool(tool.name, tool.description, tool.parameters, call)
-
-    return Toolbox([wrap(t) for t in tools.tools])
-
-
-class WithTools:
-    """The engine, asked with the tools as a turn asks it."""
-
-    def __init__(self, llm: LlmEngine, tools: Toolbox) -> None:
+    def __init__(self, llm: LlmEngine) -> None:
         self.llm = llm
-        self.tools = tools
 
     @property
     def ready(self) -> bool:
@@ -92,7 +56,19 @@ class WithTools:
     def stream(
         self, messages: Sequence[ChatMessage]
     ) -> AbstractAsyncContextManager[AsyncIterator[str]]:
-        return open_reply(self.llm, messages, self.tools)
+        return self.llm.stream(messages)
+
+
+class CallLog(logging.Handler):
+    """The tools called, from the client's ``tool_call`` log events."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.calls: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "event", None) == "tool_call":
+            self.calls.append(str(getattr(record, "fields", {}).get("tool")))
 
 
 @dataclasses.dataclass
@@ -138,15 +114,22 @@ async def run_model(
             for label, with_tools in (("without tools", False), ("with tools", True)):
                 if with_tools and not inner.calls_tools:
                     continue
-                calls: list[str] = []
-                tools = counted(builtin_toolbox(lambda: datetime.now(UTC), BookTimers()), calls)
-                llm: LlmEngine = WithTools(inner, tools) if with_tools else inner
+                log = CallLog()
+                LOGGER.addHandler(log)
+                if not LOGGER.isEnabledFor(logging.INFO):
+                    LOGGER.setLevel(logging.INFO)
+                # With tools: the evaluation's own path (a session's toolbox,
+                # real timers it scores); without: the same model, offered none.
+                llm: LlmEngine = inner if with_tools else WithoutTools(inner)
                 results: list[ItemResult] = []
-                for _ in range(rounds):
-                    if verbose:
-                        print(f"  -- {label}")
-                    results.extend(await run_items(llm, config, items, verbose))
-                runs.append(Run(label, results, calls))
+                try:
+                    for _ in range(rounds):
+                        if verbose:
+                            print(f"  -- {label}")
+                        results.extend(await run_items(llm, config, items, verbose))
+                finally:
+                    LOGGER.removeHandler(log)
+                runs.append(Run(label, results, log.calls))
                 print(runs[-1].line())
         finally:
             await inner.aclose()
