@@ -17,11 +17,12 @@ TTS adds between the end of the LLM's first phrase and the first audio sent.
 
 The answers are a fixed set of 24 spoken answers to the evaluation's
 questions (``bench/answers_questions.json``), or, with ``--answers``, the
-answers a model gave in ``bench/answers.py --json`` (every non-empty
-``answer`` of the file's first model). Usage::
+answers a model gave in ``bench/answers.py --json`` (those of the model
+``--model`` names, leaving out answers with markup, JSON or several lines,
+which are no test of a voice). Usage::
 
     .venv/bin/python -m bench.voices [--voice pyttsx3|piper|piper-1t ...]
-        [--answers PATH] [--limit N] [--json PATH] [-v]
+        [--answers PATH [--model NAME]] [--limit N] [--json PATH] [-v]
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import time
@@ -78,6 +80,7 @@ ANSWERS: tuple[str, ...] = (
     "Your timer is set for ten minutes, and I'll tell you when it's done.",
 )
 VOICES = ("pyttsx3", "piper-1t", "piper")
+_MARKUP = re.compile(r"[{}*#`|\n]")
 ASR_RATE = 16000
 
 
@@ -184,15 +187,20 @@ async def measure(voice: str, texts: Sequence[str], config: Config, asr: Whisper
     return report
 
 
-def answers_from(path: Path) -> list[str]:
-    """The non-empty answers of the first model of a ``bench/answers.py --json`` file."""
+def answers_from(path: Path, model: str = "") -> list[str]:
+    """The answers one model gave in a ``bench/answers.py --json`` file (the
+    first model whose GGUF path contains ``model``), without those that are
+    not speech: empty, or with markup, JSON or several lines."""
     data = json.loads(path.read_text())
+    chosen = next((m for m in data["models"] if model in m.get("path", "")), None)
+    if chosen is None:
+        raise SystemExit(f"no model matching {model!r} in {path}")
     found: list[str] = []
 
     def walk(node: object) -> None:
         if isinstance(node, dict):
             answer = node.get("answer")
-            if isinstance(answer, str) and answer.strip():
+            if isinstance(answer, str) and answer.strip() and not _MARKUP.search(answer.strip()):
                 found.append(answer.strip())
             for value in node.values():
                 walk(value)
@@ -200,7 +208,7 @@ def answers_from(path: Path) -> list[str]:
             for value in node:
                 walk(value)
 
-    walk(data["models"][0])
+    walk(chosen["items"])
     return list(dict.fromkeys(found))
 
 
@@ -230,7 +238,7 @@ def print_report(report: VoiceReport, verbose: bool) -> None:
 
 async def main(args: argparse.Namespace) -> None:
     config = from_env(os.environ)
-    texts = answers_from(Path(args.answers)) if args.answers else list(ANSWERS)
+    texts = answers_from(Path(args.answers), args.model) if args.answers else list(ANSWERS)
     texts = texts[: args.limit] if args.limit else texts
     asr = WhisperAsr(resolve_model("tiny.en"))
     await asr.load()
@@ -254,6 +262,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--voice", action="append", choices=VOICES, help="default: all")
     parser.add_argument("--answers", help="a bench/answers.py --json file: speak its answers")
+    parser.add_argument(
+        "--model", default="", help="with --answers: the model whose GGUF path contains this"
+    )
     parser.add_argument("--limit", type=int, default=0, help="only the first N answers")
     parser.add_argument("--json", help="write every answer, transcript and figure here")
     parser.add_argument("-v", "--verbose", action="store_true", help="print each misheard answer")
