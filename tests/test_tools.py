@@ -440,3 +440,23 @@ def test_results_note_says_results_and_failures() -> None:
         'calculate(expression="1/0") failed: division by zero. '
         "Answer the user now in plain spoken words, using these results; no JSON."
     )
+
+
+def test_a_call_after_spoken_words_is_held_from_its_first_character() -> None:
+    """Qwen 1.5B (bench/tools.py): words, then a fenced call."""
+    pieces = [
+        "Here is the time",
+        ".\n\n```",
+        'json\n{"name": "get_time", ',
+        '"arguments": {}}\n```',
+    ]
+    passed, held, calls = _assemble([ChatChunk(delta=d) for d in pieces], ["get_time"])
+    assert (passed, held) == ("Here is the time.\n\n", "")
+    assert calls == [ToolCall("call_0", "get_time", "{}")]
+    # a brace in a sentence that is no call comes out at the end, whole
+    pieces = ["It costs {about", " ten} euros."]
+    assert _assemble([ChatChunk(delta=d) for d in pieces], ["get_time"]) == (
+        "It costs ",
+        "{about ten} euros.",
+        [],
+    )

@@ -15,7 +15,10 @@ Calls come in two shapes:
   asks for, so the server streams it as text. A spoken reply never starts
   with ``{``, ``<`` or a code fence, so content that does is held back until
   the round ends: if it is nothing but calls of offered tools, they are the
-  calls; otherwise the text is passed on, late but whole.
+  calls; otherwise the text is passed on, late but whole. A reply that
+  speaks first and then writes a call (Qwen 1.5B: "Here is the current
+  time." and a fenced call) is held from the first such character on: the
+  words before it are passed on, the call is run.
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ class RoundAssembler:
         self._held = ""
         #: None until the content's first visible character decides.
         self._holding: bool | None = None if tools else False
+        #: Held text that proved not to be a call: no more holding.
+        self._released = False
 
     @property
     def busy(self) -> bool:
@@ -77,23 +82,40 @@ class RoundAssembler:
             if len(partial.arguments) > MAX_CALL_CHARS:
                 raise ValueError(f"tool call arguments longer than {MAX_CALL_CHARS} characters")
         text = chunk.delta
-        if not text or self._holding is False:
+        if not text:
             return text
-        self._held += text
         if self._holding is None:
+            self._held += text
             visible = self._held.lstrip()
             if not visible:
                 return ""
-            self._holding = visible.startswith(_CALL_OPENERS)
-            if not self._holding:
-                text, self._held = self._held, ""
-                return text
-        if len(self._held) > MAX_CALL_CHARS:
-            # Too long for a call: it is text after all.
+            if visible.startswith(_CALL_OPENERS):
+                self._holding = True
+                return self._bounded()
             self._holding = False
             text, self._held = self._held, ""
+        elif self._holding:
+            self._held += text
+            return self._bounded()
+        if not self._tools or self._released:
             return text
-        return ""
+        # Passing text on: a call may still begin mid-reply.
+        at = min((i for i in map(text.find, _CALL_OPENERS) if i >= 0), default=-1)
+        if at < 0:
+            return text
+        self._holding = True
+        self._held = text[at:]
+        return text[:at] + self._bounded()
+
+    def _bounded(self) -> str:
+        """Nothing while the held text may be a call; all of it once too long."""
+        if len(self._held) <= MAX_CALL_CHARS:
+            return ""
+        # Too long for a call: it is text after all, and so is the rest.
+        self._holding = False
+        self._released = True
+        text, self._held = self._held, ""
+        return text
 
     def finish(self) -> tuple[str, list[ToolCall]]:
         """At the end of the round: held text to pass on, and the calls made."""
