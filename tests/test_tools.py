@@ -397,7 +397,12 @@ def test_spoken_text_passes_at_once_and_json_like_text_is_released_whole() -> No
         ('{"name": "rm_rf", "arguments": {}}', None),  # not an offered tool
         ('{"name": "calculate", "arguments": {}} and then I said hello', None),
         ('{"name": "calculate", "arguments": [1]}', None),
-        ('{"name": "calculate", "arguments": {', None),
+        ('{"name": "calculate", "arguments": {', 1),  # closed: its arguments fail the schema
+        ('{"name": "calculate", "arguments": {"expr', None),
+        # Qwen 0.5B's: the last brace left out
+        ('{"name": "calculate", "arguments": {"expression": "1"}', 1),
+        ('{"name": "calculate", "arguments": {"expression": "1"', 1),
+        ('{"name": "calculate", "arguments": {"expression": "1"} and so', None),
     ],
 )
 def test_written_calls(text: str, calls: int | None) -> None:

@@ -142,7 +142,11 @@ def written_calls(text: str, tools: Collection[str]) -> list[ToolCall] | None:
         try:
             value, end = decoder.raw_decode(text, match.start())
         except ValueError:
-            return None
+            # Small models drop the last brace or two (Qwen 0.5B, measured).
+            value, end = _closed(text[match.start() :])
+            if value is None:
+                return None
+            end = len(text)
         call = _as_call(value, tools, len(calls))
         if call is None:
             return None
@@ -153,6 +157,19 @@ def written_calls(text: str, tools: Collection[str]) -> list[ToolCall] | None:
     if not calls or any(not _WRAPPING.fullmatch(piece) for piece in rest):
         return None
     return calls
+
+
+def _closed(tail: str) -> tuple[object, int]:
+    """The call at the end of a reply, if one or two closing braces complete it."""
+    decoder = json.JSONDecoder()
+    for missing in ("}", "}}"):
+        try:
+            value, end = decoder.raw_decode(tail.rstrip() + missing)
+        except ValueError:
+            continue
+        if end == len(tail.rstrip()) + len(missing):
+            return value, end
+    return None, 0
 
 
 def _as_call(value: Any, tools: Collection[str], number: int) -> ToolCall | None:
