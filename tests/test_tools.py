@@ -20,6 +20,7 @@ from voicetrio.core.builtin_tools import (
     calculator_tool,
     clock_tool,
     describe_time,
+    timer_tools,
 )
 from voicetrio.core.calculator import CalculationError, calculate, evaluate
 from voicetrio.core.timers import TimerBook, TimerEntry, say_duration
@@ -465,3 +466,33 @@ def test_a_call_after_spoken_words_is_held_from_its_first_character() -> None:
         "{about ten} euros.",
         [],
     )
+
+
+# -- which tools a reply is offered ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("words", "offered"),
+    [
+        ("What is 1234 times 5678?", ["calculate"]),
+        ("what's 15 % of 80", ["calculate"]),
+        ("What is the square root of 144?", ["calculate"]),
+        ("What time is it in Tokyo?", ["get_time"]),
+        ("What's the date?", ["get_time"]),
+        ("Set a timer for five minutes.", ["set_timer", "cancel_timer"]),
+        ("Cancel my timers", ["set_timer", "cancel_timer"]),
+        ("Who wrote Romeo and Juliet?", []),
+        ("Hello, how are you today?", []),
+        ("How many times have you been to Paris?", []),
+    ],
+)
+def test_a_reply_is_offered_the_tools_its_words_may_need(words: str, offered: list[str]) -> None:
+    box = Toolbox(
+        [clock_tool(lambda: datetime.now(UTC)), *timer_tools(NoTimers()), calculator_tool()]
+    )
+    assert box.for_words(words).names == offered
+
+
+def test_a_tool_without_words_is_always_offered() -> None:
+    always = Tool("weather", "The weather.", object_schema({}), lambda: "sunny")
+    assert Toolbox([always]).for_words("anything at all").names == ["weather"]

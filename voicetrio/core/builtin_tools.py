@@ -9,16 +9,36 @@ exact values.
 
 from __future__ import annotations
 
+import re
 import zoneinfo
 from collections.abc import Callable
 from datetime import datetime, tzinfo
-from typing import Protocol
+from typing import Final, Protocol
 
 from voicetrio.core.calculator import CalculationError, calculate
 from voicetrio.core.timers import UNITS, TimerEntry, say_duration
 from voicetrio.core.tools import Tool, Toolbox, ToolError, object_schema
 
 Now = Callable[[], datetime]
+
+# When each built-in tool is offered (Tool.offered_when): the words of a
+# question that may need it, as Whisper writes them (numbers in digits).
+#: Two numbers joined by an operator, or a word that asks for a computation.
+ARITHMETIC: Final = re.compile(
+    r"\d[\d,.]*\s*(?:[-+*/\u00d7\u00f7x^%]|times|plus|minus|divided by|multiplied by"
+    r"|to the power of|over)\s*\d|\d\s*(?:%|percent) of"
+    r"|\b(?:calculate|compute|square root|percent of|squared|cubed)\b",
+    re.IGNORECASE,
+)
+#: The time, the date, the day.
+TIME_WORDS: Final = re.compile(
+    r"\b(?:time|clock|o'clock|date|weekday|what day|which day|what year)\b",
+    re.IGNORECASE,
+)
+#: A timer, to set, stop or ask about.
+TIMER_WORDS: Final = re.compile(
+    r"\b(?:timers?|alarms?|countdown|remind me in|wake me)\b", re.IGNORECASE
+)
 
 
 def _calculate(expression: str) -> str:
@@ -39,6 +59,7 @@ def calculator_tool() -> Tool:
             {"expression": {"type": "string", "maxLength": 200}}, required=["expression"]
         ),
         function=_calculate,
+        offered_when=ARITHMETIC,
     )
 
 
@@ -88,6 +109,7 @@ def clock_tool(now: Now, local_zone: tzinfo | None = None, local_name: str = "")
             }
         ),
         function=get_time,
+        offered_when=TIME_WORDS,
     )
 
 
@@ -139,12 +161,14 @@ def timer_tools(timers: TimerControl) -> list[Tool]:
                 required=["duration"],
             ),
             function=set_timer,
+            offered_when=TIMER_WORDS,
         ),
         Tool(
             name="cancel_timer",
             description="Cancel the timer with this number, or every timer if no number is given.",
             parameters=object_schema({"timer": {"type": "integer", "minimum": 0}}),
             function=cancel_timer,
+            offered_when=TIMER_WORDS,
         ),
     ]
 

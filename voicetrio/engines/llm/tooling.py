@@ -45,9 +45,13 @@ class ToolCallingLlm(Protocol):
 def open_reply(
     llm: LlmEngine, messages: Sequence[ChatMessage], tools: Toolbox | None
 ) -> AbstractAsyncContextManager[AsyncIterator[str]]:
-    """``llm``'s streamed reply, offered ``tools`` when it calls tools."""
+    """``llm``'s streamed reply, offered ``tools`` when it calls tools and
+    the user's last words may need them (``Tool.offered_when``)."""
     if tools and isinstance(llm, ToolCallingLlm) and llm.calls_tools:
-        return llm.stream(messages, tools=tools)
+        words = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        offered = tools.for_words(words)
+        if offered:
+            return llm.stream(messages, tools=offered)
     return llm.stream(messages)
 
 
