@@ -52,10 +52,14 @@ class Turn:
 
 
 def corpus() -> list[Clip]:
-    clips = [clip(f"q{i + 1}", text, trim(say(text))) for i, text in enumerate(QUESTIONS)]
+    # A microphone goes on sending after the question: the trailing silence
+    # outlasts the turn judge's longest wait (STREAM_TURN_INCOMPLETE_SILENCE_MS),
+    # so a turn it keeps open still ends, as it would for a user.
+    trail = {"trail_ms": 2500}
+    clips = [clip(f"q{i + 1}", text, trim(say(text)), **trail) for i, text in enumerate(QUESTIONS)]
     for i, (first, second, pause_ms) in enumerate(PAUSED):
         speech = trim(say(first)) + silence(pause_ms) + trim(say(second))
-        clips.append(clip(f"pause{i + 1}-{pause_ms}ms", f"{first} {second}", speech))
+        clips.append(clip(f"pause{i + 1}-{pause_ms}ms", f"{first} {second}", speech, **trail))
     return clips
 
 
@@ -129,7 +133,9 @@ async def main(rounds: int) -> None:
     print("final -> first token (t3-t2):   ", stats([t.t3_t2_ms for t in turns]))
     print("final -> first audio (t4-t2):   ", stats([t.t4_t2_ms for t in turns]))
     print("end of speech -> first audio:    ", stats([t.speech_end_to_audio_ms for t in turns]))
-    halves = sum(1 for (c, t) in results if c.name.startswith("pause") and (t.finals, t.replies) != (1, 1))
+    halves = sum(
+        1 for (c, t) in results if c.name.startswith("pause") and (t.finals, t.replies) != (1, 1)
+    )
     print(f"questions with a pause answered in halves: {halves}/{rounds * len(PAUSED)}")
 
 
