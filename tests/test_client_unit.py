@@ -460,6 +460,28 @@ async def test_start_rejected_carries_the_error(autojump_clock: trio.testing.Moc
     assert caught.value.event == refusal
 
 
+async def test_a_refusal_sent_before_the_start_arrived_is_a_start_rejected(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    busy = {
+        "type": "error", "code": "SERVER_BUSY", "message": "server draining",
+        "recoverable": False, "retry_after_s": 0,
+    }  # fmt: skip
+    closed = trio.Event()
+
+    async def script(ws: WebSocketConnection) -> None:
+        # A draining server refuses a newcomer at once and closes.
+        await send(ws, busy)
+        await ws.aclose(1013, "server draining")
+        closed.set()
+
+    async with memory_session(script) as client:
+        await closed.wait()
+        with pytest.raises(StartRejected) as caught:
+            await client.start(16000)
+    assert caught.value.code == "SERVER_BUSY" and caught.value.event["retry_after_s"] == 0
+
+
 async def test_pcm16_chunk_is_joined_to_its_binary_frame(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

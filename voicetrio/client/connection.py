@@ -18,6 +18,7 @@ schedule so that a slow send never pushes the frames after it later.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import ssl
 from collections import deque
@@ -149,9 +150,13 @@ class VoiceClient:
         Other events that arrive first (the tail of an earlier turn) are kept
         and returned by :meth:`next_event` in order.
         """
-        await self._send_json(
-            {"type": "start", "sample_rate": sample_rate, "audio_format": audio_format}
-        )
+        # A server that refuses at once (SERVER_BUSY while full or draining)
+        # may have closed before our start reached it: its refusal is still to
+        # be read, and the read below raises ClientClosed if there is none.
+        with contextlib.suppress(ClientClosed):
+            await self._send_json(
+                {"type": "start", "sample_rate": sample_rate, "audio_format": audio_format}
+            )
         while True:
             received = await self._read_event()
             event = received.event
