@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
 import sys
 from functools import partial
 
@@ -18,7 +17,7 @@ import trio
 import trio.testing
 
 from tests.conftest import FAST_FAKE, quiet, speech
-from tests.test_cli import LogLines
+from tests.test_cli import start_workers
 from voicetrio.client.connection import ClientClosed, connect
 from voicetrio.core.agent import (
     AgentReport,
@@ -245,14 +244,7 @@ async def test_with_workers_the_supervisor_answers_for_the_box() -> None:
     }
     command = [sys.executable, "-m", "voicetrio", "serve", "--port", "0", "--engines", "fake", "--workers", "2"]
     async with trio.open_nursery() as nursery:
-        proc: trio.Process = await nursery.start(
-            partial(trio.run_process, command, stderr=subprocess.PIPE, check=False, env=env)
-        )
-        log = LogLines(proc)
-        await log.port()
-        started = [await log.event("worker_started") for _ in range(2)]
-        for e in started:
-            await log.event("engines_ready", worker=e["worker"])
+        proc, log, started = await start_workers(nursery, command, env, ready="engines_ready")
         assert await read_agent(agent_port) == b"up ready 100%\n"
         # One worker gone: half the box (the supervisor starts it again after a pause).
         os.kill(started[0]["pid"], signal.SIGKILL)

@@ -147,20 +147,34 @@ async def test_no_worker_outlives_a_killed_supervisor() -> None:
     env = {**os.environ, "STREAM_LOG_LEVEL": "INFO"}
     command = [PYTHON, "-m", "voicetrio", "serve", "--port", "0", "--engines", "fake", "--workers", "2"]
     async with trio.open_nursery() as nursery:
-        proc: trio.Process = await nursery.start(
-            partial(trio.run_process, command, stderr=subprocess.PIPE, check=False, env=env)
-        )
-        log = LogLines(proc)
-        await log.port()
-        started = [await log.event("worker_started") for _ in range(2)]
-        for e in started:
-            await log.event("listening", worker=e["worker"])
+        proc, log, _started = await start_workers(nursery, command, env)
         proc.send_signal(signal.SIGKILL)
         gone = [await log.event("supervisor_gone") for _ in range(2)]
         assert sorted(e["worker"] for e in gone) == [0, 1]
         # Their stderr is the pipe we read: it ends when the last of them has exited.
         await log.until_closed()
         await proc.wait()
+
+
+async def start_workers(
+    nursery: trio.Nursery,
+    command: list[str],
+    env: dict[str, str],
+    ready: str = "listening",
+    workers: int = 2,
+) -> tuple[trio.Process, LogLines, list[dict[str, Any]]]:
+    """Start ``command`` (a supervisor of ``workers`` workers) in ``nursery``
+    and wait until each worker logged ``ready``: the process, its log and the
+    workers' ``worker_started`` records."""
+    proc: trio.Process = await nursery.start(
+        partial(trio.run_process, command, stderr=subprocess.PIPE, check=False, env=env)
+    )
+    log = LogLines(proc)
+    await log.port()
+    started = [await log.event("worker_started") for _ in range(workers)]
+    for e in started:
+        await log.event(ready, worker=e["worker"])
+    return proc, log, started
 
 
 def _exists(pid: int) -> bool:

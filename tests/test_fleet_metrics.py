@@ -21,7 +21,7 @@ import httpx
 import trio
 
 from tests.conftest import FAST_FAKE, RATE, quiet, speech
-from tests.test_cli import PYTHON, LogLines
+from tests.test_cli import PYTHON, LogLines, start_workers
 from voicetrio.client.connection import ClientClosed, StartRejected, VoiceClient, connect
 from voicetrio.prom import SHARED_DIR_ENV
 from voicetrio.server.app import Running, serve
@@ -255,14 +255,7 @@ async def test_workers_remove_the_directory_of_a_killed_supervisor() -> None:
     env = {**os.environ, "STREAM_WORKERS": "2", "STREAM_ENGINES": "fake", "STREAM_LOG_LEVEL": "INFO"}
     command = [PYTHON, "-m", "voicetrio", "serve", "--port", "0"]
     async with trio.open_nursery() as nursery:
-        proc: trio.Process = await nursery.start(
-            partial(trio.run_process, command, stderr=subprocess.PIPE, check=False, env=env)
-        )
-        log = LogLines(proc)
-        await log.port()
-        started = [await log.event("worker_started") for _ in range(2)]
-        for e in started:
-            await log.event("listening", worker=e["worker"])
+        proc, log, started = await start_workers(nursery, command, env)
         shared = worker_dir(started[0]["pid"])
         assert shared.is_dir()
         proc.send_signal(signal.SIGKILL)
