@@ -301,14 +301,7 @@ class EngineHost:
 
             async def load_judge(services: trio.Nursery) -> None:
                 assert judge is not None
-                try:
-                    await judge.load()
-                except ModelLoadError as exc:
-                    # Optional: without it, turns end by the fixed silence
-                    # window, as they did before there was a judge.
-                    log_event(None, "turn_judge_unavailable", level=logging.WARNING, error=str(exc))
-                else:
-                    log_event(None, "turn_judge_loaded", judge=type(judge).__name__)
+                await _optional_judge(type(judge).__name__, judge.load())
 
             starts["turn"] = ("the turn judge", load_judge)
         text_judge = engines.turn_text
@@ -316,13 +309,7 @@ class EngineHost:
 
             async def start_text_judge(services: trio.Nursery) -> None:
                 assert text_judge is not None
-                try:
-                    await text_judge.start(services)
-                except ModelLoadError as exc:
-                    # Optional, as the audio judge: turns end without it.
-                    log_event(None, "turn_judge_unavailable", level=logging.WARNING, error=str(exc))
-                else:
-                    log_event(None, "turn_judge_loaded", judge=type(text_judge).__name__)
+                await _optional_judge(type(text_judge).__name__, text_judge.start(services))
 
             starts["turn_text"] = ("the text turn judge", start_text_judge)
         if isinstance(engines.llm, GatedLlm):
@@ -419,6 +406,18 @@ def turn_judge(config: Config) -> TurnJudge | None:
         except ModelLoadError:
             return None  # not installed: the default is then no judge
     return SmartTurnJudge(threshold=config.turn_threshold)
+
+
+async def _optional_judge(name: str, loading: Awaitable[None]) -> None:
+    """Await a turn judge's load; a judge that cannot load is logged, not
+    raised: without it, turns end by the fixed silence window (and the other
+    judge, if any), as they did before there was a judge."""
+    try:
+        await loading
+    except ModelLoadError as exc:
+        log_event(None, "turn_judge_unavailable", level=logging.WARNING, error=str(exc))
+    else:
+        log_event(None, "turn_judge_loaded", judge=name)
 
 
 def text_turn_judge(config: Config) -> TextTurnJudge | None:
