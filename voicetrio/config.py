@@ -17,6 +17,7 @@ from typing import Any, Final, Literal
 from voicetrio.core.inputs import Limits
 from voicetrio.core.model_catalog import DEFAULT_LLM, CatalogError, parse_llm_setting
 from voicetrio.core.remote_transcription import realtime_url
+from voicetrio.core.turn_policy import TurnSettings
 
 EngineSet = Literal["fake", "real"]
 
@@ -28,6 +29,9 @@ class ConfigError(ValueError):
         super().__init__(f"invalid setting {setting}: {problem}")
         self.setting = setting
 
+
+#: The turn policy's defaults, which the turn settings below take.
+_TURNS: Final = TurnSettings()
 
 @dataclass(frozen=True, slots=True)
 class Config:
@@ -103,11 +107,12 @@ class Config:
     turn_threshold: float = 0.5
     # The text judge's p(end) thresholds (core/text_turn.py): at or above
     # complete_p the words end the turn, below incomplete_p they do not.
-    turn_text_complete_p: float = 0.1
-    turn_text_incomplete_p: float = 0.02
-    turn_complete_silence_ms: int = 250
-    turn_incomplete_silence_ms: int = 2000
-    turn_judge_after_ms: int = 100
+    # The policy's own defaults (core/turn_policy.TurnSettings), written once.
+    turn_text_complete_p: float = _TURNS.text_complete_p
+    turn_text_incomplete_p: float = _TURNS.text_incomplete_p
+    turn_complete_silence_ms: int = _TURNS.complete_silence_ms
+    turn_incomplete_silence_ms: int = _TURNS.incomplete_silence_ms
+    turn_judge_after_ms: int = _TURNS.judge_after_ms
 
     # reply
     barge_in: bool = True
