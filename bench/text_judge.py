@@ -73,10 +73,10 @@ def main(voices: list[str], complete_p: float, incomplete_p: float, verbose: boo
             f"{name:<17} (n={total}): judged complete {counts[(done, 'complete')]}, "
             f"unsure {counts[(done, 'unsure')]}, incomplete {counts[(done, 'incomplete')]}"
         )
-    sure = [(done, a) for (done, a), n in counts.items() for _ in range(n) if a != "unsure"]
-    right = sum((a == "complete") == done for done, a in sure)
+    right = counts[(True, "complete")] + counts[(False, "incomplete")]
+    sure = len(rows) - counts[(True, "unsure")] - counts[(False, "unsure")]
     print(
-        f"sure answers right: {right}/{len(sure)}; the words rule alone (core.turn_policy."
+        f"sure answers right: {right}/{sure}; the words rule alone (core.turn_policy."
         f"unfinished) right {words_right}/{len(rows)}"
     )
     print(
